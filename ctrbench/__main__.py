@@ -1,0 +1,5 @@
+import sys
+
+from ctrbench.cli import main
+
+sys.exit(main())

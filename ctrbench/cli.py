@@ -1,0 +1,171 @@
+"""The ``ctrbench`` command: a Hydra app plus the subcommands ``plugins`` and ``report``.
+
+``ctrbench [overrides]`` / ``ctrbench -m ...`` behave as any Hydra app (``--cfg``, ``--help``,
+``hydra.*``). Before Hydra composes, every installed plugin is registered as a config option and
+plugin names given on the command line are checked, so a typo is one line listing the choices.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from importlib.resources import files
+from pathlib import Path
+
+from ctrbench import registry
+
+
+def conf_dir() -> Path:
+    """``conf/`` of a source checkout (or editable install), else the copy inside the wheel."""
+    source = Path(__file__).resolve().parents[1] / "conf"
+    if (source / "config.yaml").is_file():
+        return source
+    return Path(str(files("ctrbench.conf")))
+
+
+def yaml_options(group: str) -> set[str]:
+    """Option names a config group offers as YAML files (ctrbench's conf/ and plugin config packages)."""
+    found = {p.stem for p in (conf_dir() / group).glob("*.yaml")}
+    for spec in registry.config_packages().values():
+        try:
+            folder = files(spec.value) / group
+            if folder.is_dir():
+                found |= {p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")}
+        except (ModuleNotFoundError, TypeError):
+            continue
+    return found
+
+
+def _override_values(arg: str) -> tuple[str, list[str]] | None:
+    """(group, chosen names) for a plugin-group override such as ``model=lr,base``; else None."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        override = OverridesParser.create().parse_override(arg)
+    except Exception:  # not ours to judge: Hydra reports malformed overrides itself
+        return None
+    group = override.key_or_group
+    if group not in registry.KINDS or override.package is not None or override.is_delete():
+        return None
+    if override.is_sweep_override():
+        if not override.is_choice_sweep():
+            return None
+        return group, list(override.sweep_string_iterator())
+    value = override.value()
+    return (group, [value]) if isinstance(value, str) else None
+
+
+def check_overrides(args: Sequence[str]) -> None:
+    """Raise :class:`registry.UnknownPluginError` for a plugin name that is not installed."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        parsed = _override_values(arg)
+        if parsed is None:
+            continue
+        group, values = parsed
+        allowed = set(registry.names(group)) | yaml_options(group)
+        for value in values:
+            if value not in allowed:
+                raise registry.UnknownPluginError(
+                    f"unknown {group} {value!r} (installed: {', '.join(sorted(allowed)) or 'none'})"
+                )
+
+
+def _register_search_path() -> None:
+    """Append every ``ctrbench.configs`` package to Hydra's config search path."""
+    from hydra.core.config_search_path import ConfigSearchPath
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    class PluginConfigs(SearchPathPlugin):
+        def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+            for name, spec in registry.config_packages().items():
+                search_path.append(provider=f"ctrbench-configs-{name}", path=f"pkg://{spec.value}")
+
+    Plugins.instance().register(PluginConfigs)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"ctrbench: error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_plugins(args: Sequence[str]) -> int:
+    """``ctrbench plugins``: every installed plugin with its distribution and import status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="ctrbench plugins")
+    for col in ("kind", "name", "distribution", "version", "status"):
+        table.add_column(col)
+    for row in registry.plugin_rows():
+        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
+        table.add_row(row["kind"], row["name"], row["dist"], row["version"], status)
+    Console(width=max(120, Console().width)).print(table)
+    return 0
+
+
+def cmd_report(args: Sequence[str]) -> int:
+    """``ctrbench report DIR [--base MODEL]``: re-render summary tables from any results folder."""
+    import argparse
+
+    from ctrbench.results import render
+
+    parser = argparse.ArgumentParser(prog="ctrbench report", description=cmd_report.__doc__)
+    parser.add_argument("folder", type=Path, help="a sweep or results folder holding result.json files")
+    parser.add_argument("--base", default="base", help="model RelaImpr is measured against (default: base)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write summary.* (default: folder)")
+    ns = parser.parse_args(list(args))
+    if not ns.folder.is_dir():
+        return _fail(f"no such folder: {ns.folder}")
+    try:
+        render(ns.folder, out_dir=ns.out, base_model=ns.base)
+    except ValueError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"plugins": cmd_plugins, "report": cmd_report}
+
+
+def _task(cfg) -> float | None:
+    """The Hydra task function: one job, always recorded; returns the selection metric."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from ctrbench.engine.job import run
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    record = run(
+        cfg,
+        Path(hc.runtime.output_dir),
+        overrides=list(hc.overrides.task),
+        job_num=hc.job.num if multirun else None,
+    )
+    value = record.get("best_val_gauc")
+    return float("nan") if value is None else float(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        try:
+            return SUBCOMMANDS[args[0]](args[1:])
+        except registry.PluginError as exc:
+            return _fail(str(exc))
+    try:
+        for problem in registry.register_configs():
+            print(f"ctrbench: warning: {problem}", file=sys.stderr)
+        check_overrides(args)
+    except registry.PluginError as exc:
+        return _fail(str(exc))
+    _register_search_path()
+
+    import hydra
+
+    app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_task)
+    sys.argv = [sys.argv[0] if sys.argv else "ctrbench", *args]
+    app()
+    return 0

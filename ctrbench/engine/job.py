@@ -1,0 +1,177 @@
+"""One training job: build plugins by name, train, and always write ``result.json``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from ctrbench import registry
+from ctrbench.engine.data import CTRDataModule
+from ctrbench.engine.loggers import make_logger
+from ctrbench.engine.task import SELECT, CTRTask, OptimConfig
+from ctrbench.results import write_result
+from ctrbench.schema import DatasetSplits
+
+log = logging.getLogger("ctrbench")
+# Lightning's start-up banners (accelerator summary, tips) drown the one table a run prints.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+METRICS = ("auc", "gauc", "logloss")
+_DATA_CACHE: dict[str, DatasetSplits] = {}
+
+
+def _options(node: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def load_data(cfg: DictConfig) -> DatasetSplits:
+    """Build the dataset once per process per option set (sweep jobs in one process share it)."""
+    key = OmegaConf.to_yaml(cfg.dataset, resolve=True)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        dataset = registry.build("dataset", cfg.dataset.name, _options(cfg.dataset))
+        _DATA_CACHE[key] = dataset.load()
+    return _DATA_CACHE[key]
+
+
+def _best(history: list[dict[str, float]], key: str) -> dict[str, float]:
+    scored = [h for h in history if not math.isnan(h.get(key, math.nan))]
+    if not scored:
+        return history[-1]
+    return max(scored, key=lambda h: h[key])
+
+
+def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Train one configuration; returns the metric part of the run record."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_data(cfg)
+    regularizer = registry.build("reg", cfg.reg.name, _options(cfg.reg))
+    if hasattr(regularizer, "fit"):
+        regularizer.fit(data)
+    activation = registry.build("act", cfg.act.name, _options(cfg.act))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = registry.build(
+        "model", cfg.model.name, _options(cfg.model), schema=data.schema, activation=activation
+    )
+    task = CTRTask(
+        model, data.schema, regularizer, OptimConfig(**_options(cfg.optim)), _options(cfg.loss_weights)
+    )
+    trainer_args = _options(cfg.trainer)
+    accelerator = trainer_args.get("accelerator", "auto")
+    on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    dm = CTRDataModule(data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, pin_memory=on_gpu)
+
+    callbacks: list[pl.Callback] = []
+    if cfg.checkpoint:
+        callbacks.append(
+            pl.callbacks.ModelCheckpoint(
+                dirpath=str(out_dir / "checkpoints"),
+                filename="best",
+                monitor=SELECT,
+                mode="max",
+                save_top_k=1,
+            )
+        )
+    if trainer_args.get("enable_progress_bar", True):
+        callbacks.append(pl.callbacks.RichProgressBar(leave=True))
+    trainer_args.setdefault("enable_checkpointing", bool(cfg.checkpoint))
+    trainer = pl.Trainer(
+        **trainer_args,
+        callbacks=callbacks,
+        logger=make_logger(_options(cfg.logger), out_dir),
+        default_root_dir=str(out_dir),
+    )
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*sync_dist.*")
+        warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        trainer.fit(task, datamodule=dm)
+    wall = time.perf_counter() - started
+    if not task.history:
+        raise RuntimeError("no validation epoch ran (check trainer.max_epochs / trainer.limit_val_batches)")
+    val_best = _best(task.history, SELECT)
+    test_best = _best(task.history, "test_gauc")
+    return {
+        "epochs": task.history,
+        "best_epoch": val_best["epoch"],
+        "best_val_gauc": val_best.get("val_gauc"),
+        **{f"test_{m}": val_best.get(f"test_{m}") for m in METRICS},
+        "test_selected": {
+            "epoch": test_best["epoch"],
+            **{f"test_{m}": test_best.get(f"test_{m}") for m in METRICS},
+        },
+        "checkpoint": str(out_dir / "checkpoints" / "best.ckpt") if cfg.checkpoint else None,
+        "train_time_s": wall,
+        "train_batches_s": task.train_seconds,
+        "samples_per_s": task.train_samples / task.train_seconds if task.train_seconds else None,
+        "data": {k: v for k, v in data.info.items() if isinstance(v, int | float | str)},
+    }
+
+
+def _plugins(cfg: DictConfig) -> dict[str, dict[str, str]]:
+    out = {}
+    for kind in registry.KINDS:
+        name = cfg[kind].name
+        try:
+            out[kind] = registry.get(kind, name).describe()
+        except registry.PluginError:
+            out[kind] = {"name": name, "dist": "?", "version": "?"}
+    return out
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def run(
+    cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job_num: int | None = None
+) -> dict[str, Any]:
+    """Train and write ``result.json`` in ``out_dir`` — with status ``failed`` when anything raises.
+
+    A failure is logged as one line and recorded; it never propagates, so a sweep goes on.
+    Ctrl-C propagates (and leaves no partial result file: the write is atomic).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {
+        "status": "running",
+        "error": None,
+        **{kind: cfg[kind].name for kind in registry.KINDS},
+        "seed": cfg.seed,
+        "job_num": job_num,
+        "overrides": list(overrides),
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "plugins": _plugins(cfg),
+        "started_at": _now(),
+    }
+    try:
+        record.update(train(cfg, out_dir))
+        record["status"] = "ok"
+        log.info(
+            "done: test AUC %.4f, GAUC %.4f, logloss %.4f (best validation GAUC at epoch %d), %.0f samples/s",
+            record["test_auc"],
+            record["test_gauc"],
+            record["test_logloss"],
+            record["best_epoch"],
+            record["samples_per_s"] or 0.0,
+        )
+    except Exception as exc:  # a job failure must not end the sweep
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        record["status"] = "failed"
+        record["error"] = f"{type(exc).__name__}: {message}"
+        record["traceback"] = traceback.format_exc()
+        log.error("job failed: %s", record["error"])
+    record["finished_at"] = _now()
+    write_result(out_dir, record)
+    return record

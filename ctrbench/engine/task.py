@@ -1,0 +1,146 @@
+"""The one LightningModule every model trains in.
+
+Loss = BCE(logit, label) + Σ_k weight_k · aux_k (named auxiliary losses a model returns, e.g.
+DIEN eq. 8) + the regularizer's penalty. Validation and test are evaluated every epoch (AUC,
+GAUC of DIN eq. 10, logloss); the per-epoch history feeds the run record.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctrbench.metrics import evaluate
+from ctrbench.schema import Schema
+
+Batch = dict[str, torch.Tensor]
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "adagrad": torch.optim.Adagrad,
+    "sgd": torch.optim.SGD,
+}
+EVAL_SPLITS = ("val", "test")  # dataloader_idx 0 and 1 of the validation loop
+SELECT = "val_gauc"  # model selection metric (checkpoint and the val-selected test numbers)
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+def split_output(out: torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]):
+    """A model returns logits, or (logits, {aux_name: loss})."""
+    if isinstance(out, tuple):
+        return out[0], dict(out[1])
+    return out, {}
+
+
+class CTRTask(pl.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        schema: Schema,
+        regularizer: object | None = None,
+        optim: OptimConfig | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.schema = schema
+        self.regularizer = regularizer
+        self.optim = optim or OptimConfig()
+        if self.optim.name not in OPTIMIZERS:
+            raise ValueError(f"unknown optim.name {self.optim.name!r} (choices: {', '.join(OPTIMIZERS)})")
+        self.loss_weights = dict(loss_weights or {})
+        self.history: list[dict[str, float]] = []
+        self._outputs: dict[int, list[tuple[torch.Tensor, ...]]] = {}
+        self._loss_sum = torch.zeros(())
+        self._steps = 0
+        self.train_seconds = 0.0
+        self.train_samples = 0
+        self._t0 = 0.0
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return split_output(self.model(batch))[0]
+
+    # ---- training -------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch: Batch, batch_idx: int) -> None:
+        self.train_seconds += time.perf_counter() - self._t0
+        self.train_samples += len(batch[self.schema.label])
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        transform = getattr(self.regularizer, "transform", None)
+        if transform is not None:
+            batch = transform(batch)
+        label = batch[self.schema.label]
+        n = len(label)
+        logits, aux = split_output(self.model(batch))
+        ctr = F.binary_cross_entropy_with_logits(logits, label.float())
+        loss = ctr
+        self.log("train_ctr_loss", ctr, batch_size=n)
+        for name, value in aux.items():
+            loss = loss + self.loss_weights.get(name, 1.0) * value
+            self.log(f"train_{name}", value, batch_size=n)
+        penalty_fn = getattr(self.regularizer, "penalty", None)
+        penalty = penalty_fn(self.model, batch) if penalty_fn is not None else None
+        if penalty is not None:
+            loss = loss + penalty
+            self.log("train_penalty", penalty, batch_size=n)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at epoch {self.current_epoch} step {batch_idx}"
+            )
+        self.log("train_loss", loss, batch_size=n, prog_bar=True)
+        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
+        self._steps += 1
+        return loss
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self(batch)
+        row = (batch[self.schema.label], logits, batch[self.schema.group])
+        self._outputs.setdefault(dataloader_idx, []).append(tuple(t.detach().cpu() for t in row))
+
+    def on_validation_epoch_end(self) -> None:
+        outputs, self._outputs = self._outputs, {}
+        if self.trainer.sanity_checking:
+            return
+        record: dict[str, float] = {"epoch": self.current_epoch}
+        if self._steps:
+            record["train_loss"] = float(self._loss_sum) / self._steps
+        self._loss_sum, self._steps = torch.zeros(()), 0
+        for idx, rows in sorted(outputs.items()):
+            label, logits, group = (torch.cat(parts).numpy() for parts in zip(*rows, strict=True))
+            metrics = evaluate(label, logits.astype(np.float64), group)
+            for key, value in metrics.items():
+                record[f"{EVAL_SPLITS[idx]}_{key}"] = value
+        self.history.append(record)
+        loggable = {k: v for k, v in record.items() if k not in ("epoch", SELECT) and not math.isnan(v)}
+        self.log_dict(loggable, add_dataloader_idx=False)
+        # The checkpoint monitors SELECT every epoch; an undefined GAUC (no validation user with
+        # both classes) is logged as 0 so that epoch ranks last instead of crashing the monitor.
+        select = record.get(SELECT, math.nan)
+        self.log(SELECT, 0.0 if math.isnan(select) else select, prog_bar=True, add_dataloader_idx=False)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        cls = OPTIMIZERS[self.optim.name]
+        return cls(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)

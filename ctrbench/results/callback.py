@@ -1,0 +1,49 @@
+"""Hydra callback: render the summary tables when a run or a sweep ends."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ctrbench.results.tables import render
+
+log = logging.getLogger("ctrbench")
+
+__all__ = ["SummaryCallback"]
+
+
+class SummaryCallback(Callback):
+    """Writes ``summary.csv/md/tex`` into the sweep folder (or the run folder) and prints the table.
+
+    It never raises: a problem is logged as one line, so a finished sweep is never reported as failed.
+    """
+
+    def __init__(self, base_model: str = "base") -> None:
+        self.base_model = base_model
+
+    def _render(self, folder: Any) -> None:
+        try:
+            if folder is None:
+                raise ValueError("no output folder in the Hydra config")
+            render(str(folder), base_model=self.base_model)
+        except Exception as exc:  # the summary is a convenience; it must not fail the sweep
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            log.warning("summary not written for %s: %s: %s", folder, type(exc).__name__, message)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Summarize every job of the sweep in ``hydra.sweep.dir``."""
+        self._render(_select(config, "hydra.sweep.dir"))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Summarize a single run in its folder: ``hydra.runtime.output_dir``, else ``hydra.run.dir``."""
+        self._render(_select(config, "hydra.runtime.output_dir") or _select(config, "hydra.run.dir"))
+
+
+def _select(config: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(config, key, default=None)
+    except Exception:  # an unresolvable interpolation counts as missing
+        return None

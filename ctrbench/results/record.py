@@ -1,0 +1,79 @@
+"""One ``result.json`` per training job: atomic write, tolerant recursive read."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULT_FILE = "result.json"
+
+__all__ = ["RESULT_FILE", "read_results", "to_json", "write_result"]
+
+
+def to_json(value: Any) -> Any:
+    """``value`` as plain JSON types: NaN/±inf become ``None``, numpy scalars/arrays become Python."""
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_json(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)  # paths, enums and other leaves
+
+
+def write_result(job_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
+    """Write ``record`` to ``job_dir/result.json`` atomically; returns the file's path.
+
+    The JSON goes to a temporary file in the same folder, which ``os.replace`` then renames:
+    a reader (or a Ctrl-C) sees the old file or the complete new one, never half a file.
+    """
+    folder = Path(job_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / RESULT_FILE
+    text = json.dumps(to_json(record), indent=2, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".result.", suffix=".json.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_results(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every ``result.json`` under ``root`` (recursively), each with ``"job_dir"`` added.
+
+    A file that cannot be read or parsed, or holds no JSON object, is skipped with a warning.
+    """
+    records: list[dict[str, Any]] = []
+    for path in sorted(Path(root).rglob(RESULT_FILE)):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            message = f"skipping unreadable {path}: {type(exc).__name__}: {exc}"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            continue
+        if not isinstance(record, dict):
+            warnings.warn(f"skipping {path}: not a JSON object", RuntimeWarning, stacklevel=2)
+            continue
+        record["job_dir"] = str(path.parent)
+        records.append(record)
+    return records

@@ -127,6 +127,7 @@ def cmd_report(args: Sequence[str]) -> int:
 
 
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"plugins": cmd_plugins, "report": cmd_report}
+_failed_runs: list[str] = []  # errors of single (non-sweep) runs in this process, for the exit code
 
 
 def _task(cfg) -> float | None:
@@ -144,6 +145,8 @@ def _task(cfg) -> float | None:
         overrides=list(hc.overrides.task),
         job_num=hc.job.num if multirun else None,
     )
+    if record["status"] != "ok" and not multirun:
+        _failed_runs.append(record["error"])
     value = record.get("best_val_gauc")
     return float("nan") if value is None else float(value)
 
@@ -167,5 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_task)
     sys.argv = [sys.argv[0] if sys.argv else "ctrbench", *args]
+    _failed_runs.clear()
     app()
-    return 0
+    # A failed single run exits non-zero (its one-line error is already logged); a sweep exits 0
+    # and reports failed jobs in its summary.
+    return 1 if _failed_runs else 0

@@ -97,3 +97,12 @@ def test_cfg_and_help_are_hydra_native(tmp_path: Path) -> None:
     assert "name: lr" in proc.stdout and "use_behaviours: false" in proc.stdout
     proc = run_cli(["--help"], cwd=tmp_path)
     assert proc.returncode == 0 and "model: base, lr" in proc.stdout and "ctrbench plugins" in proc.stdout
+
+
+def test_failed_single_run_exits_non_zero_with_one_error_line(tmp_path: Path) -> None:
+    proc = run_cli([*TINY, "dataset.noise=-0.5", "hydra.run.dir=run"], cwd=tmp_path)
+    assert proc.returncode == 1
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "dataset.noise=-0.5 is invalid" in errors[0], proc.stderr
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("ValueError: dataset.noise")

@@ -145,12 +145,14 @@ def write_tables(rows: Sequence[SummaryRow], out_dir: str | os.PathLike[str]) ->
 def rich_table(rows: Sequence[SummaryRow], title: str | None = None) -> Table:
     """A print-ready rich table; failed rows in red and partly failed ones in yellow, with their error.
 
-    Dataset/Reg/Act columns that hold one value for every row move into the caption, to keep the
-    table narrow enough for a terminal.
+    Dataset/Reg/Act/Variant columns that hold one value for every row move into the caption, to
+    keep the table narrow enough for a terminal.
     """
     cells = [_cells(row) for row in rows]
-    shared = [i for i in (1, 2, 3) if len({c[i] for c in cells}) == 1]
-    caption = ", ".join(f"{HEADERS[i].lower()}={cells[0][i]}" for i in shared) if cells else None
+    shared = [i for i in (1, 2, 3, 4) if len({c[i] for c in cells}) == 1]
+    caption = ", ".join(
+        cells[0][i] if i == 4 else f"{HEADERS[i].lower()}={cells[0][i]}" for i in shared if cells[0][i]
+    )
     table = Table(title=title, caption=caption or None, header_style="bold")
     keep = [i for i in range(len(HEADERS)) if i not in shared]
     for i in keep:

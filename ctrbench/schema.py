@@ -18,6 +18,10 @@ import numpy as np
 FieldKind = Literal["categorical", "sequence", "dense"]
 
 
+class MissingFieldError(ValueError):
+    """A model needs a field the dataset does not provide."""
+
+
 @dataclass(frozen=True)
 class Field:
     """One input field.
@@ -54,6 +58,7 @@ class Schema:
     group: str = "user"
     label: str = "label"
     max_len: int = 50
+    source: str = ""  # the dataset plugin's name, for error messages (set by the engine)
 
     def __getitem__(self, name: str) -> Field:
         for f in self.fields:
@@ -87,6 +92,19 @@ class Schema:
     @property
     def dense(self) -> list[Field]:
         return self.of_kind("dense")
+
+    def require(self, model: str, *names: str, behaviours: bool = False, negatives: bool = False) -> None:
+        """Fail with one line when a model needs fields this schema lacks (raises MissingFieldError)."""
+        missing = [n for n in names if n not in self]
+        if behaviours and not self.behaviours:
+            missing.append("a behaviour sequence (e.g. hist_item)")
+        if negatives and not self.negatives:
+            missing.append("negative behaviour sequences (e.g. neg_hist_item)")
+        if missing:
+            raise MissingFieldError(
+                f"model {model!r} needs {', '.join(missing)}, which dataset {self.source or '?'!r} does not "
+                f"provide (fields: {', '.join(self.names)})"
+            )
 
     def tables(self) -> dict[str, int]:
         """Embedding table name → vocabulary size (largest vocab among the fields sharing it)."""

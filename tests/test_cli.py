@@ -106,3 +106,32 @@ def test_failed_single_run_exits_non_zero_with_one_error_line(tmp_path: Path) ->
     assert len(errors) == 1 and "dataset.noise=-0.5 is invalid" in errors[0], proc.stderr
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["status"] == "failed" and record["error"].startswith("ValueError: dataset.noise")
+
+
+PAPER_MODELS = [
+    "lr",
+    "base",
+    "wide_deep",
+    "pnn",
+    "deepfm",
+    "din",
+    "gru_attention",
+    "aigru",
+    "agru",
+    "augru",
+    "dien",
+]
+
+
+def test_multirun_over_every_paper_model(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", f"model={','.join(PAPER_MODELS)}", f"hydra.sweep.dir={sweep}", *TINY], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _summary(sweep)
+    assert [row["model"] for row in rows] == PAPER_MODELS  # the paper's order, as typed
+    assert all(row["status"] == "ok" and math.isfinite(float(row["auc_mean"])) for row in rows), rows
+    dien = json.loads(
+        next(p for p in sweep.glob("*/result.json") if '"model": "dien"' in p.read_text()).read_text()
+    )
+    assert dien["epochs"][0]["train_aux"] > 0  # the auxiliary loss is logged on its own (DIEN Fig. 2)
+    assert dien["epochs"][0]["train_loss"] > dien["epochs"][0]["train_ctr_loss"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -41,7 +42,9 @@ def load_data(cfg: DictConfig) -> DatasetSplits:
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
         dataset = registry.build("dataset", cfg.dataset.name, _options(cfg.dataset))
-        _DATA_CACHE[key] = dataset.load()
+        data = dataset.load()
+        data.schema = dataclasses.replace(data.schema, source=cfg.dataset.name)
+        _DATA_CACHE[key] = data
     return _DATA_CACHE[key]
 
 

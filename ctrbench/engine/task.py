@@ -67,10 +67,12 @@ class CTRTask(pl.LightningModule):
         self.optim = optim or OptimConfig()
         if self.optim.name not in OPTIMIZERS:
             raise ValueError(f"unknown optim.name {self.optim.name!r} (choices: {', '.join(OPTIMIZERS)})")
-        self.loss_weights = dict(loss_weights or {})
+        # weights of named auxiliary losses: the model's own defaults (e.g. DIEN's aux_alpha),
+        # overridden by the config's loss_weights
+        self.loss_weights = {**getattr(model, "loss_weights", {}), **dict(loss_weights or {})}
         self.history: list[dict[str, float]] = []
         self._outputs: dict[int, list[tuple[torch.Tensor, ...]]] = {}
-        self._loss_sum = torch.zeros(())
+        self._sums: dict[str, torch.Tensor] = {}  # per-epoch sums of the training loss terms
         self._steps = 0
         self.train_seconds = 0.0
         self.train_samples = 0
@@ -94,23 +96,25 @@ class CTRTask(pl.LightningModule):
         label = batch[self.schema.label]
         n = len(label)
         logits, aux = split_output(self.model(batch))
-        ctr = F.binary_cross_entropy_with_logits(logits, label.float())
-        loss = ctr
-        self.log("train_ctr_loss", ctr, batch_size=n)
+        terms = {"ctr_loss": F.binary_cross_entropy_with_logits(logits, label.float())}
+        loss = terms["ctr_loss"]
         for name, value in aux.items():
             loss = loss + self.loss_weights.get(name, 1.0) * value
-            self.log(f"train_{name}", value, batch_size=n)
+            terms[name] = value
         penalty_fn = getattr(self.regularizer, "penalty", None)
         penalty = penalty_fn(self.model, batch) if penalty_fn is not None else None
         if penalty is not None:
             loss = loss + penalty
-            self.log("train_penalty", penalty, batch_size=n)
+            terms["penalty"] = penalty
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at epoch {self.current_epoch} step {batch_idx}"
             )
-        self.log("train_loss", loss, batch_size=n, prog_bar=True)
-        self._loss_sum = self._loss_sum.to(loss.device) + loss.detach()
+        terms["loss"] = loss
+        for name, value in terms.items():
+            self.log(f"train_{name}", value, batch_size=n, prog_bar=name == "loss")
+            value = value.detach()
+            self._sums[name] = self._sums[name] + value if name in self._sums else value
         self._steps += 1
         return loss
 
@@ -125,9 +129,9 @@ class CTRTask(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         record: dict[str, float] = {"epoch": self.current_epoch}
-        if self._steps:
-            record["train_loss"] = float(self._loss_sum) / self._steps
-        self._loss_sum, self._steps = torch.zeros(()), 0
+        for name, total in self._sums.items():  # epoch means: train_loss, train_ctr_loss, train_aux, ...
+            record[f"train_{name}"] = float(total) / self._steps
+        self._sums, self._steps = {}, 0
         for idx, rows in sorted(outputs.items()):
             label, logits, group = (torch.cat(parts).numpy() for parts in zip(*rows, strict=True))
             metrics = evaluate(label, logits.astype(np.float64), group)

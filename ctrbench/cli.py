@@ -144,6 +144,7 @@ def _task(cfg) -> float | None:
         Path(hc.runtime.output_dir),
         overrides=list(hc.overrides.task),
         job_num=hc.job.num if multirun else None,
+        choices={kind: hc.runtime.choices.get(kind) for kind in registry.KINDS},
     )
     if record["status"] != "ok" and not multirun:
         _failed_runs.append(record["error"])

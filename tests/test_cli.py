@@ -125,10 +125,11 @@ PAPER_MODELS = [
 
 def test_multirun_over_every_paper_model(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", f"model={','.join(PAPER_MODELS)}", f"hydra.sweep.dir={sweep}", *TINY], cwd=tmp_path)
+    models = [*PAPER_MODELS, "din_official"]  # plus a thin variant: a YAML over the din plugin
+    proc = run_cli(["-m", f"model={','.join(models)}", f"hydra.sweep.dir={sweep}", *TINY], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _summary(sweep)
-    assert [row["model"] for row in rows] == PAPER_MODELS  # the paper's order, as typed
+    assert [row["model"] for row in rows] == models  # the paper's order, as typed
     assert all(row["status"] == "ok" and math.isfinite(float(row["auc_mean"])) for row in rows), rows
     dien = json.loads(
         next(p for p in sweep.glob("*/result.json") if '"model": "dien"' in p.read_text()).read_text()

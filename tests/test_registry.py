@@ -86,3 +86,9 @@ def test_plugin_defaults_become_overridable_config(compose_cfg) -> None:
     assert cfg.model.emb_dim == 8
     with pytest.raises(Exception, match="emb_dim"):  # typed: OmegaConf refuses a non-integer
         compose_cfg(["model.emb_dim=abc"])
+
+
+def test_thin_variant_configures_its_plugin(compose_cfg) -> None:
+    cfg = compose_cfg(["model=din_official", "model.att_mlp=[16]"])
+    assert cfg.model.name == "din" and cfg.model.att_softmax is True and cfg.model.att_features == "official"
+    assert list(cfg.model.att_mlp) == [16]

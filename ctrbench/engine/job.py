@@ -139,7 +139,11 @@ def _now() -> str:
 
 
 def run(
-    cfg: DictConfig, out_dir: Path, overrides: Sequence[str] = (), job_num: int | None = None
+    cfg: DictConfig,
+    out_dir: Path,
+    overrides: Sequence[str] = (),
+    job_num: int | None = None,
+    choices: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train and write ``result.json`` in ``out_dir`` — with status ``failed`` when anything raises.
 
@@ -150,7 +154,8 @@ def run(
     record: dict[str, Any] = {
         "status": "running",
         "error": None,
-        **{kind: cfg[kind].name for kind in registry.KINDS},
+        # the option the user chose (a thin variant such as din_official names the plugin it configures)
+        **{kind: (choices or {}).get(kind) or cfg[kind].name for kind in registry.KINDS},
         "seed": cfg.seed,
         "job_num": job_num,
         "overrides": list(overrides),

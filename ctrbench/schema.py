@@ -10,6 +10,7 @@ Id 0 of every categorical/sequence table is reserved for padding; real ids start
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -157,3 +158,6 @@ class DatasetSplits:
     test: Split
     sequences: Sequences | None = None
     info: dict[str, object] = field(default_factory=dict)
+    # Optional: re-draw per-epoch randomness (e.g. auxiliary-loss negatives) *in place* in the
+    # arrays above; the engine calls it with the epoch number before every training epoch.
+    resample: Callable[[int], None] | None = None

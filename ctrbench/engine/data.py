@@ -97,6 +97,11 @@ class CTRDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
+    def resample(self, epoch: int) -> None:
+        """Let the dataset re-draw its per-epoch randomness (the tensors share its arrays' memory)."""
+        if self.data.resample is not None:
+            self.data.resample(epoch)
+
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader("val", shuffle=False), self._loader("test", shuffle=False)]
 

@@ -119,7 +119,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "train_time_s": wall,
         "train_batches_s": task.train_seconds,
         "samples_per_s": task.train_samples / task.train_seconds if task.train_seconds else None,
-        "data": {k: v for k, v in data.info.items() if isinstance(v, int | float | str)},
+        "dataset_stats": data.info,
     }
 
 

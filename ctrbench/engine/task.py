@@ -82,6 +82,11 @@ class CTRTask(pl.LightningModule):
         return split_output(self.model(batch))[0]
 
     # ---- training -------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "resample"):
+            datamodule.resample(self.current_epoch)
+
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
         self._t0 = time.perf_counter()
 

@@ -160,9 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except registry.PluginError as exc:
             return _fail(str(exc))
     try:
+        check_overrides(args)
         for problem in registry.register_configs():
             print(f"ctrbench: warning: {problem}", file=sys.stderr)
-        check_overrides(args)
     except registry.PluginError as exc:
         return _fail(str(exc))
     _register_search_path()

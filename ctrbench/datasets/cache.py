@@ -1,0 +1,251 @@
+"""Build-once cache of a dataset's arrays (architecture §3, §7).
+
+Key = sha256 of the raw files' contents (streamed; keyed by file name, so moving the folder keeps
+the cache) + the protocol options that change the arrays + the plugin's format version. A build
+writes ``<cache_dir>/<dataset>/<key>/`` — ``manifest.json`` (schema, which .npy holds what),
+numbered ``.npy`` arrays and ``stats.json`` — into a temporary folder that is renamed when
+complete, so a cache folder is never half-written. A hit memory-maps the arrays (copy-on-write,
+so in-place resampling works) and loads in well under a second.
+
+File digests are memoised in ``<cache_dir>/file_digests.json`` by (path, size, mtime) so that a
+hit does not re-read gigabytes of raw files. ``cache_dir`` defaults to ``$CTRBENCH_CACHE``, else
+``~/.cache/ctrbench``; plugins expose it as ``dataset.cache_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from ctrbench.schema import DatasetSplits, Field, Schema, Sequences, Split
+
+CACHE_ENV = "CTRBENCH_CACHE"
+MANIFEST = "manifest.json"
+STATS = "stats.json"
+DIGESTS = "file_digests.json"
+_CHUNK = 1 << 22
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def cache_root(option: str = "") -> Path:
+    """``dataset.cache_dir`` if set, else ``$CTRBENCH_CACHE``, else ``~/.cache/ctrbench``."""
+    chosen = option or os.environ.get(CACHE_ENV, "") or str(Path.home() / ".cache" / "ctrbench")
+    return Path(chosen).expanduser()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, obj: Any, sort_keys: bool = True) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=sort_keys)
+    os.replace(tmp, path)
+
+
+def file_digests(paths: Iterable[Path], root: Path) -> dict[str, str]:
+    """sha256 per file name, memoised in ``root/file_digests.json`` by (path, size, mtime)."""
+    memo_path = root / DIGESTS
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    out, changed = {}, False
+    for path in paths:
+        st = path.stat()
+        key = str(path.resolve())
+        entry = memo.get(key)
+        if not entry or entry.get("size") != st.st_size or entry.get("mtime_ns") != st.st_mtime_ns:
+            entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path)}
+            memo[key], changed = entry, True
+        out[path.name] = entry["sha256"]
+    if changed:
+        root.mkdir(parents=True, exist_ok=True)
+        _write_json(memo_path, memo)
+    return out
+
+
+def protocol_options(config: Any, ignore: Sequence[str] = ()) -> dict[str, Any]:
+    """The config as a dict minus options that do not change the arrays (paths, URLs, cache_dir)."""
+    opts = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+    return {k: v for k, v in opts.items() if k not in set(ignore) | {"root", "cache_dir"}}
+
+
+def cache_key(dataset: str, version: int, digests: dict[str, str], options: dict[str, Any]) -> str:
+    blob = json.dumps(
+        {"dataset": dataset, "version": version, "files": digests, "options": options},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass
+class CachedData:
+    """What a plugin builds and the cache stores: the splits, plus ``extras`` — arrays the plugin
+    needs after loading (e.g. item popularity for per-epoch resampling)."""
+
+    data: DatasetSplits
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class _Writer:
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.count = folder, 0
+
+    def __call__(self, array: np.ndarray) -> str:
+        name = f"{self.count:04d}.npy"
+        self.count += 1
+        np.save(self.folder / name, np.ascontiguousarray(array), allow_pickle=False)
+        return name
+
+
+def _save(cached: CachedData, folder: Path) -> None:
+    data, put = cached.data, _Writer(folder)
+    schema = data.schema
+    manifest: dict[str, Any] = {
+        "schema": {
+            "fields": [dataclasses.asdict(f) for f in schema.fields],
+            "group": schema.group,
+            "label": schema.label,
+            "max_len": schema.max_len,
+        },
+        "splits": {},
+        "extras": {k: put(v) for k, v in cached.extras.items()},
+        "sequences": None,
+    }
+    for name in SPLIT_NAMES:
+        split: Split = getattr(data, name)
+        manifest["splits"][name] = {
+            "columns": {k: put(v) for k, v in split.columns.items()},
+            "seq": put(split.seq) if split.seq is not None else None,
+            "end": put(split.end) if split.end is not None else None,
+        }
+    if data.sequences is not None:
+        manifest["sequences"] = {
+            "offsets": put(data.sequences.offsets),
+            "columns": {k: put(v) for k, v in data.sequences.columns.items()},
+        }
+    _write_json(folder / STATS, data.info, sort_keys=False)
+    _write_json(folder / MANIFEST, manifest)
+
+
+def _load(folder: Path) -> CachedData:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    info = json.loads((folder / STATS).read_text())
+
+    def get(name: str | None) -> np.ndarray | None:
+        # copy-on-write map: pages load on first use, and in-place writes (resampling) stay private
+        return None if name is None else np.load(folder / name, mmap_mode="c", allow_pickle=False)
+
+    s = manifest["schema"]
+    schema = Schema(
+        fields=tuple(Field(**f) for f in s["fields"]),
+        group=s["group"],
+        label=s["label"],
+        max_len=s["max_len"],
+    )
+    splits = {
+        name: Split(
+            columns={k: get(v) for k, v in part["columns"].items()},
+            seq=get(part["seq"]),
+            end=get(part["end"]),
+        )
+        for name, part in manifest["splits"].items()
+    }
+    seqs = manifest["sequences"]
+    sequences = (
+        Sequences(offsets=get(seqs["offsets"]), columns={k: get(v) for k, v in seqs["columns"].items()})
+        if seqs is not None
+        else None
+    )
+    data = DatasetSplits(
+        schema, splits["train"], splits["val"], splits["test"], sequences=sequences, info=info
+    )
+    return CachedData(data, {k: get(v) for k, v in manifest["extras"].items()})
+
+
+def print_stats(title: str, stats: dict[str, Any], console: Console | None = None) -> None:
+    """The statistics as a rich table (nested dicts such as rows per split become one line each)."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("statistic", style="bold")
+    table.add_column("value")
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            text = ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in value.items())
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        table.add_row(key, text or "-")
+    (console or Console(stderr=True)).print(table)
+
+
+class ArrayCache:
+    """Cache of one dataset plugin's arrays under ``<cache_dir>/<dataset>/``."""
+
+    def __init__(self, dataset: str, version: int, cache_dir: str = "") -> None:
+        self.dataset, self.version = dataset, version
+        self.root = cache_root(cache_dir)
+        self.console = Console(stderr=True)
+
+    def folder(self, key: str) -> Path:
+        return self.root / self.dataset / key
+
+    def key(self, files: Sequence[Path], options: dict[str, Any]) -> str:
+        return cache_key(self.dataset, self.version, file_digests(files, self.root), options)
+
+    def load_or_build(
+        self, files: Sequence[Path], options: dict[str, Any], build: Callable[[], CachedData]
+    ) -> CachedData:
+        """Load the arrays for (files, options), building them first when absent.
+
+        ``build`` returns the splits with their statistics in ``data.info``; they are printed,
+        written as ``stats.json`` and returned in ``info`` (with ``cache`` = the folder).
+        """
+        folder = self.folder(self.key(files, options))
+        if (folder / MANIFEST).is_file():
+            try:
+                cached = _load(folder)
+            except (OSError, ValueError, KeyError, TypeError):
+                shutil.rmtree(folder, ignore_errors=True)  # damaged by hand: rebuild
+            else:
+                self.console.print(f"[dim]{self.dataset}: arrays loaded from cache {folder}[/dim]")
+                cached.data.info["cache"] = str(folder)
+                return cached
+        started = time.perf_counter()
+        built = build()
+        built.data.info["build_seconds"] = round(time.perf_counter() - started, 2)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            _save(built, tmp)
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process finished the same build first: keep theirs
+                if not (folder / MANIFEST).is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print_stats(f"{self.dataset} statistics (cached in {folder})", built.data.info, self.console)
+        built.data.info["cache"] = str(folder)
+        return built

@@ -1,0 +1,286 @@
+"""The DIEN paper's systems: ``gru_attention``, ``aigru``, ``agru``, ``augru`` and ``dien``.
+
+All share BaseModel's features — user/context embeddings, the candidate e_a = [e_item, e_cat],
+the sum-pooled behaviours (and dense fields) — plus one interest vector, fed to an MLP (200-80):
+
+* ``gru_attention`` (DIEN Table 2, "two layer GRU attention"): GRU → GRU over the behaviours,
+  then attention pooling of the second GRU's states by the candidate;
+* ``aigru`` / ``agru`` / ``augru`` (DIEN Table 4): interest extractor GRU (eq. 3–6), attention
+  a_t of its states to the candidate (eq. 9), interest evolving layer (eq. 10 / 11 / 12–13);
+  the final evolved state h'_T is the interest vector;
+* ``dien``: ``augru`` trained with the auxiliary loss (eq. 7–8) on the extractor states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ctrbench.nn import MLP, ActivationFactory, Behaviours, EmbeddingBank, sum_pool
+from ctrbench.nn.attention import TargetAttention
+from ctrbench.nn.gru import InterestEvolution, InterestExtractor
+from ctrbench.schema import Schema
+
+Batch = dict[str, torch.Tensor]
+AUX_HEADS = ("inner", "mlp")
+
+
+@dataclass
+class GRUAttentionConfig:
+    """Options shared by the whole family (defaults: the DIEN paper's Amazon setting)."""
+
+    emb_dim: int = 18  # per field; a behaviour/candidate is [e_item, e_cat] (36 wide)
+    hidden: int = 36  # GRU hidden size (DIEN: 36)
+    mlp: list[int] = field(default_factory=lambda: [200, 80])  # widths of the final MLP
+    att_form: str = "bilinear"  # bilinear = eq. 9, softmax(h_t W e_a); mlp = official code (MLP + softmax)
+    att_mlp: list[int] = field(default_factory=lambda: [80, 40])  # widths of the mlp attention
+    # input of the mlp attention: official = [e_a, h_t, e_a−h_t, e_a⊙h_t]; outer = DIN paper's
+    att_features: str = "official"
+    dropout: float = 0.0  # dropout after each hidden layer of the final MLP
+
+
+@dataclass
+class AIGRUConfig(GRUAttentionConfig):
+    """The shared options; the evolving GRU is a fused ``torch.nn.GRU``."""
+
+
+@dataclass
+class AGRUConfig(GRUAttentionConfig):
+    """Adds the choice of time loop for the attentional GRU."""
+
+    loop: str = "eager"  # time loop of the evolving GRU: eager | script | compile (same results)
+
+
+@dataclass
+class AUGRUConfig(AGRUConfig):
+    """Adds the AUGRU gate convention."""
+
+    # paper = eq. 12–13 (ũ = a·u gates the candidate); official = official code's VecAttGRUCell
+    # (u gates the previous state, u ← (1 − a)·u)
+    gate: str = "paper"
+
+
+@dataclass
+class DIENConfig(AUGRUConfig):
+    """Adds the auxiliary loss (eq. 7–8)."""
+
+    aux_alpha: float = 1.0  # α of eq. 8 (the engine's default weight of the "aux" loss; 0 = skip it)
+    # inner = paper's σ(⟨h_t, e⟩) (h_t projected when hidden ≠ behaviour width); mlp = official code
+    aux_head: str = "inner"
+    aux_mlp: list[int] = field(default_factory=lambda: [100, 50])  # widths of the mlp head (sigmoid)
+
+
+class Tower(nn.Module):
+    """MLP([others..., e_a, Σ_t e_t, dense..., interest]) → logit (B,) (DIEN Fig. 1, top)."""
+
+    def __init__(
+        self,
+        embeddings: EmbeddingBank,
+        schema: Schema,
+        interest_dim: int,
+        config: GRUAttentionConfig,
+        activation: ActivationFactory,
+    ) -> None:
+        super().__init__()
+        self.dense = [f.name for f in schema.dense]
+        in_dim = (
+            embeddings.n_others * embeddings.dim
+            + 2 * embeddings.behaviour_dim
+            + sum(f.dim for f in schema.dense)
+            + interest_dim
+        )
+        self.mlp = MLP(in_dim, config.mlp, activation, out_dim=1, dropout=config.dropout)
+
+    def forward(self, batch: Batch, b: Behaviours, interest: torch.Tensor) -> torch.Tensor:
+        parts = [*b.others, b.query, sum_pool(b.keys)]
+        parts += [batch[name].reshape(len(interest), -1).float() for name in self.dense]
+        return self.mlp(torch.cat([*parts, interest], dim=1)).squeeze(-1)
+
+
+def _attention(key_dim: int, query_dim: int, config: GRUAttentionConfig, activation: ActivationFactory):
+    """Softmax attention of GRU states to the candidate (eq. 9, or the official MLP form)."""
+    return TargetAttention(
+        key_dim,
+        query_dim,
+        form=config.att_form,
+        softmax=True,
+        hidden=config.att_mlp,
+        activation=activation,
+        features=config.att_features,
+    )
+
+
+class EvolvingInterest(nn.Module):
+    """Interest extractor (eq. 3–6) → attention a_t (eq. 9) → interest evolving layer (eq. 10–13).
+
+    ``forward(b)`` → (extractor states h_t (B, L, H), final evolved state h'_T (B, H)).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        config: GRUAttentionConfig,
+        activation: ActivationFactory,
+        kind: str,
+        gate: str = "paper",
+        loop: str = "eager",
+    ) -> None:
+        super().__init__()
+        self.extractor = InterestExtractor(dim, config.hidden)
+        self.attention = _attention(config.hidden, dim, config, activation)
+        self.evolution = InterestEvolution(config.hidden, config.hidden, kind=kind, gate=gate, loop=loop)
+
+    def forward(self, b: Behaviours) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.extractor(b.keys, b.lengths)
+        att = self.attention.weights(b.query, states, b.mask)
+        return states, self.evolution(states, att, b.lengths)[1]
+
+
+class AuxiliaryLoss(nn.Module):
+    """DIEN eq. 7: h_t must tell the next behaviour e_{t+1} from a sampled negative ê_{t+1}.
+
+    ``head="inner"`` scores σ(⟨h_t, e⟩) as the paper (h_t projected to the behaviour width when
+    they differ); ``head="mlp"`` is the official code's auxiliary net, an MLP (100-50, sigmoid) on
+    [h_t, e] (without its input batch norm), whose first layer's h_t part is computed once for the
+    positive and the negative. Loss = mean over valid steps (t + 1 < length) of
+    −log σ(s(h_t, e_{t+1})) − log(1 − σ(s(h_t, ê_{t+1}))); 0 when a batch has no valid step.
+    """
+
+    def __init__(self, hidden: int, dim: int, head: str = "inner", mlp: list[int] | None = None) -> None:
+        super().__init__()
+        if head not in AUX_HEADS:
+            raise ValueError(f"aux_head {head!r} is unknown (choices: {', '.join(AUX_HEADS)})")
+        self.head = head
+        if head == "inner":
+            self.project = nn.Linear(hidden, dim, bias=False) if hidden != dim else None
+            return
+        widths = list(mlp or [100, 50])
+        self.first_h = nn.Linear(hidden, widths[0])
+        self.first_e = nn.Linear(dim, widths[0], bias=False)
+        self.rest = MLP(widths[0], widths[1:], lambda width, ndim=2: nn.Sigmoid(), out_dim=1)
+
+    def forward(
+        self, states: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        valid = mask[:, 1:]  # step t has a next behaviour t + 1 inside the history
+        if not bool(valid.any()):
+            return states.new_zeros(())
+        h = states[:, :-1][valid]
+        pos, neg = positives[:, 1:][valid], negatives[:, 1:][valid]
+        if self.head == "inner":
+            if self.project is not None:
+                h = self.project(h)
+            s_pos, s_neg = (h * pos).sum(-1), (h * neg).sum(-1)
+        else:
+            hp = self.first_h(h)
+            s_pos = self.rest(torch.sigmoid(hp + self.first_e(pos))).squeeze(-1)
+            s_neg = self.rest(torch.sigmoid(hp + self.first_e(neg))).squeeze(-1)
+        return (F.softplus(-s_pos) + F.softplus(s_neg)).mean()
+
+
+class GRUAttention(nn.Module):
+    """``model=gru_attention``: GRU → GRU → attention pooling by the candidate (DIEN Table 2)."""
+
+    Config = GRUAttentionConfig
+
+    def __init__(self, config: GRUAttentionConfig, *, schema: Schema, activation: ActivationFactory) -> None:
+        super().__init__()
+        schema.require("gru_attention", behaviours=True)
+        self.embeddings = EmbeddingBank(schema, config.emb_dim)
+        dim = self.embeddings.behaviour_dim
+        self.gru1 = InterestExtractor(dim, config.hidden)
+        self.gru2 = InterestExtractor(config.hidden, config.hidden)
+        self.attention = _attention(config.hidden, dim, config, activation)
+        self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        b = self.embeddings.behaviours(batch)
+        states = self.gru2(self.gru1(b.keys, b.lengths), b.lengths)
+        pooled, _ = self.attention(b.query, states, b.mask)
+        return self.tower(batch, b, pooled)
+
+
+class AIGRUModel(nn.Module):
+    """``model=aigru``: extractor GRU + GRU on attention-scaled inputs (eq. 10)."""
+
+    Config = AIGRUConfig
+
+    def __init__(self, config: AIGRUConfig, *, schema: Schema, activation: ActivationFactory) -> None:
+        super().__init__()
+        schema.require("aigru", behaviours=True)
+        self.embeddings = EmbeddingBank(schema, config.emb_dim)
+        self.interest = EvolvingInterest(self.embeddings.behaviour_dim, config, activation, "aigru")
+        self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        b = self.embeddings.behaviours(batch)
+        return self.tower(batch, b, self.interest(b)[1])
+
+
+class AGRUModel(nn.Module):
+    """``model=agru``: extractor GRU + attention-based GRU (eq. 11)."""
+
+    Config = AGRUConfig
+
+    def __init__(self, config: AGRUConfig, *, schema: Schema, activation: ActivationFactory) -> None:
+        super().__init__()
+        schema.require("agru", behaviours=True)
+        self.embeddings = EmbeddingBank(schema, config.emb_dim)
+        dim = self.embeddings.behaviour_dim
+        self.interest = EvolvingInterest(dim, config, activation, "agru", loop=config.loop)
+        self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        b = self.embeddings.behaviours(batch)
+        return self.tower(batch, b, self.interest(b)[1])
+
+
+class AUGRUModel(nn.Module):
+    """``model=augru``: extractor GRU + GRU with attentional update gate (eq. 12–13), no auxiliary loss."""
+
+    Config = AUGRUConfig
+
+    def __init__(self, config: AUGRUConfig, *, schema: Schema, activation: ActivationFactory) -> None:
+        super().__init__()
+        schema.require("augru", behaviours=True)
+        self.embeddings = EmbeddingBank(schema, config.emb_dim)
+        dim = self.embeddings.behaviour_dim
+        self.interest = EvolvingInterest(dim, config, activation, "augru", config.gate, config.loop)
+        self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        b = self.embeddings.behaviours(batch)
+        return self.tower(batch, b, self.interest(b)[1])
+
+
+class DIEN(nn.Module):
+    """``model=dien``: AUGRU with the auxiliary loss (eq. 7); L = L_target + α·L_aux (eq. 8).
+
+    In training (and α ≠ 0) ``forward`` returns (logits, {"aux": L_aux}); the engine weighs it
+    by ``loss_weights["aux"]`` = α. Otherwise it returns the logits only.
+    """
+
+    Config = DIENConfig
+
+    def __init__(self, config: DIENConfig, *, schema: Schema, activation: ActivationFactory) -> None:
+        super().__init__()
+        schema.require("dien", behaviours=True, negatives=config.aux_alpha != 0)
+        self.aux_alpha = config.aux_alpha
+        self.loss_weights = {"aux": config.aux_alpha}
+        self.embeddings = EmbeddingBank(schema, config.emb_dim)
+        dim = self.embeddings.behaviour_dim
+        self.interest = EvolvingInterest(dim, config, activation, "augru", config.gate, config.loop)
+        self.aux = AuxiliaryLoss(config.hidden, dim, config.aux_head, config.aux_mlp)
+        self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
+
+    def forward(self, batch: Batch) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with_aux = self.training and self.aux_alpha != 0
+        b = self.embeddings.behaviours(batch, negatives=with_aux)
+        states, final = self.interest(b)
+        logits = self.tower(batch, b, final)
+        if not with_aux:
+            return logits
+        return logits, {"aux": self.aux(states, b.keys, b.negatives, b.mask)}

@@ -98,7 +98,9 @@ def test_cfg_and_help_are_hydra_native(tmp_path: Path) -> None:
     proc = run_cli(["--help"], cwd=tmp_path)
     assert proc.returncode == 0 and "ctrbench plugins" in proc.stdout
     groups = next(line for line in proc.stdout.splitlines() if line.startswith("model:"))
-    assert {"base", "lr", "din", "din_official"} <= set(groups.removeprefix("model:").replace(",", " ").split())
+    assert {"base", "lr", "din", "din_official"} <= set(
+        groups.removeprefix("model:").replace(",", " ").split()
+    )
 
 
 def test_failed_single_run_exits_non_zero_with_one_error_line(tmp_path: Path) -> None:

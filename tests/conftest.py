@@ -14,6 +14,20 @@ from ctrbench import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+# Every model of the two papers' tables, in the papers' order.
+PAPER_MODELS = [
+    "lr",
+    "base",
+    "wide_deep",
+    "pnn",
+    "deepfm",
+    "din",
+    "gru_attention",
+    "aigru",
+    "agru",
+    "augru",
+    "dien",
+]
 # A few hundred rows, one epoch, no progress bar: jobs take about a second.
 TINY = [
     "experiment=smoke",

@@ -7,7 +7,7 @@ import json
 import math
 from pathlib import Path
 
-from conftest import TINY, run_cli
+from conftest import PAPER_MODELS, TINY, run_cli
 
 
 def _summary(folder: Path) -> list[dict[str, str]]:
@@ -110,21 +110,6 @@ def test_failed_single_run_exits_non_zero_with_one_error_line(tmp_path: Path) ->
     assert len(errors) == 1 and "dataset.noise=-0.5 is invalid" in errors[0], proc.stderr
     record = json.loads((tmp_path / "run" / "result.json").read_text())
     assert record["status"] == "failed" and record["error"].startswith("ValueError: dataset.noise")
-
-
-PAPER_MODELS = [
-    "lr",
-    "base",
-    "wide_deep",
-    "pnn",
-    "deepfm",
-    "din",
-    "gru_attention",
-    "aigru",
-    "agru",
-    "augru",
-    "dien",
-]
 
 
 def test_multirun_over_every_paper_model(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import PAPER_MODELS
 
 from ctrbench import registry
 from ctrbench.datasets.synthetic import SyntheticConfig, SyntheticDataset
@@ -14,19 +15,6 @@ from ctrbench.schema import Schema
 DATA = SyntheticDataset(SyntheticConfig(n_users=120, n_items=200, n_cats=10, max_len=12, seed=3)).load()
 BATCH = ArrayBatches(DATA.train, DATA.schema, DATA.sequences)[torch.arange(64)]
 MODELS = registry.names("model")
-PAPER_MODELS = [
-    "lr",
-    "base",
-    "wide_deep",
-    "pnn",
-    "deepfm",
-    "din",
-    "gru_attention",
-    "aigru",
-    "agru",
-    "augru",
-    "dien",
-]
 
 
 def _logits(out):

@@ -78,7 +78,8 @@ def test_build_rejects_unknown_option() -> None:
 
 def test_plugin_defaults_become_overridable_config(compose_cfg) -> None:
     cfg = compose_cfg()
-    assert cfg.model.name == "base" and cfg.model.emb_dim == 18 and list(cfg.model.mlp) == [200, 80]
+    assert cfg.model.name == "din" and cfg.model.emb_dim == 18 and list(cfg.model.mlp) == [200, 80]
+    assert list(cfg.model.att_mlp) == [80, 40] and cfg.model.att_softmax is False
     assert cfg.dataset.name == "synthetic" and cfg.act.name == "prelu" and cfg.reg.name == "none"
     cfg = compose_cfg(["model=lr", "model.use_behaviours=false", "act.init=0.5"])
     assert cfg.model.name == "lr" and cfg.model.use_behaviours is False and cfg.act.init == 0.5

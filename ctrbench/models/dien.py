@@ -203,16 +203,25 @@ class GRUAttention(nn.Module):
         return self.tower(batch, b, pooled)
 
 
-class AIGRUModel(nn.Module):
-    """``model=aigru``: extractor GRU + GRU on attention-scaled inputs (eq. 10)."""
+class EvolvingInterestModel(nn.Module):
+    """BaseModel + extractor GRU + an interest-evolving layer of kind ``kind`` (eq. 10–13), no
+    auxiliary loss. The three paper rows below are this model with one kind each."""
 
-    Config = AIGRUConfig
+    Config = AUGRUConfig
+    kind = "augru"
 
     def __init__(self, config: AIGRUConfig, *, schema: Schema, activation: ActivationFactory) -> None:
         super().__init__()
-        schema.require("aigru", behaviours=True)
+        schema.require(self.kind, behaviours=True)
         self.embeddings = EmbeddingBank(schema, config.emb_dim)
-        self.interest = EvolvingInterest(self.embeddings.behaviour_dim, config, activation, "aigru")
+        self.interest = EvolvingInterest(
+            self.embeddings.behaviour_dim,
+            config,
+            activation,
+            self.kind,
+            getattr(config, "gate", "paper"),
+            getattr(config, "loop", "eager"),
+        )
         self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -220,40 +229,25 @@ class AIGRUModel(nn.Module):
         return self.tower(batch, b, self.interest(b)[1])
 
 
-class AGRUModel(nn.Module):
+class AIGRUModel(EvolvingInterestModel):
+    """``model=aigru``: extractor GRU + GRU on attention-scaled inputs (eq. 10)."""
+
+    Config = AIGRUConfig
+    kind = "aigru"
+
+
+class AGRUModel(EvolvingInterestModel):
     """``model=agru``: extractor GRU + attention-based GRU (eq. 11)."""
 
     Config = AGRUConfig
-
-    def __init__(self, config: AGRUConfig, *, schema: Schema, activation: ActivationFactory) -> None:
-        super().__init__()
-        schema.require("agru", behaviours=True)
-        self.embeddings = EmbeddingBank(schema, config.emb_dim)
-        dim = self.embeddings.behaviour_dim
-        self.interest = EvolvingInterest(dim, config, activation, "agru", loop=config.loop)
-        self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        b = self.embeddings.behaviours(batch)
-        return self.tower(batch, b, self.interest(b)[1])
+    kind = "agru"
 
 
-class AUGRUModel(nn.Module):
+class AUGRUModel(EvolvingInterestModel):
     """``model=augru``: extractor GRU + GRU with attentional update gate (eq. 12–13), no auxiliary loss."""
 
     Config = AUGRUConfig
-
-    def __init__(self, config: AUGRUConfig, *, schema: Schema, activation: ActivationFactory) -> None:
-        super().__init__()
-        schema.require("augru", behaviours=True)
-        self.embeddings = EmbeddingBank(schema, config.emb_dim)
-        dim = self.embeddings.behaviour_dim
-        self.interest = EvolvingInterest(dim, config, activation, "augru", config.gate, config.loop)
-        self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
-
-    def forward(self, batch: Batch) -> torch.Tensor:
-        b = self.embeddings.behaviours(batch)
-        return self.tower(batch, b, self.interest(b)[1])
+    kind = "augru"
 
 
 class DIEN(nn.Module):

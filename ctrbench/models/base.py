@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ctrbench.nn import MLP, ActivationFactory, EmbeddingBank, sum_pool
+from ctrbench.nn import MLP, ActivationFactory
+from ctrbench.nn.fields import FieldEmbeddings
 from ctrbench.schema import Schema
 
 
@@ -28,14 +29,13 @@ class BaseModel(nn.Module):
 
     def __init__(self, config: BaseModelConfig, *, schema: Schema, activation: ActivationFactory) -> None:
         super().__init__()
-        self.schema = schema
-        self.embeddings = EmbeddingBank(schema, config.emb_dim)
-        n_sparse = len(schema.categorical) + len(schema.behaviours)
-        in_dim = n_sparse * config.emb_dim + sum(f.dim for f in schema.dense)
+        self.fields = FieldEmbeddings(schema, config.emb_dim)
+        in_dim = self.fields.n_fields * config.emb_dim + self.fields.dense_dim
         self.mlp = MLP(in_dim, config.mlp, activation, out_dim=1, dropout=config.dropout)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = [self.embeddings(batch, f) for f in self.schema.categorical]
-        parts += [sum_pool(self.embeddings(batch, f)) for f in self.schema.behaviours]
-        parts += [batch[f.name].reshape(len(parts[0]), -1) for f in self.schema.dense]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
+        x = self.fields(batch).flatten(1)
+        dense = self.fields.dense(batch)
+        if dense is not None:
+            x = torch.cat([x, dense], dim=1)
+        return self.mlp(x).squeeze(-1)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ctrbench.nn import ActivationFactory, EmbeddingBank, sum_pool
+from ctrbench.nn import ActivationFactory
+from ctrbench.nn.fields import FieldEmbeddings
 from ctrbench.schema import Schema
 
 
@@ -26,21 +27,13 @@ class LogisticRegression(nn.Module):
         self, config: LRConfig, *, schema: Schema, activation: ActivationFactory | None = None
     ) -> None:
         super().__init__()
-        self.config = config
-        self.schema = schema
-        self.weights = EmbeddingBank(schema, dim=1, init_std=0.0)
-        dense = sum(f.dim for f in schema.dense)
-        self.dense = nn.Linear(dense, 1, bias=False) if dense else None
+        self.weights = FieldEmbeddings(schema, dim=1, init_std=0.0, behaviours=config.use_behaviours)
+        self.dense = nn.Linear(self.weights.dense_dim, 1, bias=False) if self.weights.dense_dim else None
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        logit = self.bias.expand(batch[self.schema.label].shape[0])
-        for f in self.schema.categorical:
-            logit = logit + self.weights(batch, f).squeeze(-1)
-        if self.config.use_behaviours:
-            for f in self.schema.behaviours:
-                logit = logit + sum_pool(self.weights(batch, f)).squeeze(-1)
-        if self.dense is not None:
-            x = torch.cat([batch[f.name].reshape(len(logit), -1) for f in self.schema.dense], dim=1)
-            logit = logit + self.dense(x).squeeze(-1)
+        logit = self.weights(batch).sum(dim=(1, 2)) + self.bias
+        dense = self.weights.dense(batch)
+        if dense is not None:
+            logit = logit + self.dense(dense).squeeze(-1)
         return logit

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from ctrbench import registry
 from ctrbench.engine.data import CTRDataModule
 from ctrbench.engine.loggers import make_logger
-from ctrbench.engine.task import SELECT, CTRTask, OptimConfig
+from ctrbench.engine.optim import OptimConfig, make_sparse
+from ctrbench.engine.task import SELECT, CTRTask
 from ctrbench.results import write_result
 from ctrbench.schema import DatasetSplits
 
@@ -62,14 +63,13 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     regularizer = registry.build("reg", cfg.reg.name, _options(cfg.reg))
     if hasattr(regularizer, "fit"):
         regularizer.fit(data)
+    schema = regularizer.adapt_schema(data.schema) if hasattr(regularizer, "adapt_schema") else data.schema
+    optim = OptimConfig(**_options(cfg.optim))
     activation = registry.build("act", cfg.act.name, _options(cfg.act))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = registry.build(
-        "model", cfg.model.name, _options(cfg.model), schema=data.schema, activation=activation
-    )
-    task = CTRTask(
-        model, data.schema, regularizer, OptimConfig(**_options(cfg.optim)), _options(cfg.loss_weights)
-    )
+    model = registry.build("model", cfg.model.name, _options(cfg.model), schema=schema, activation=activation)
+    sparse_tables = make_sparse(model, optim)
+    task = CTRTask(model, schema, regularizer, optim, _options(cfg.loss_weights))
     trainer_args = _options(cfg.trainer)
     accelerator = trainer_args.get("accelerator", "auto")
     on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
@@ -120,6 +120,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "train_batches_s": task.train_seconds,
         "samples_per_s": task.train_samples / task.train_seconds if task.train_seconds else None,
         "dataset_stats": data.info,
+        "sparse_tables": len(sparse_tables),
     }
 
 

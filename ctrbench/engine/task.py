@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import pytorch_lightning as pl
@@ -18,30 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctrbench.engine.optim import OptimConfig, build_optimizer
 from ctrbench.metrics import evaluate
 from ctrbench.schema import Schema
 
 Batch = dict[str, torch.Tensor]
 
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "adagrad": torch.optim.Adagrad,
-    "sgd": torch.optim.SGD,
-}
 EVAL_SPLITS = ("val", "test")  # dataloader_idx 0 and 1 of the validation loop
 SELECT = "val_gauc"  # model selection metric (checkpoint and the val-selected test numbers)
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-@dataclass
-class OptimConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
 
 
 def split_output(out: torch.Tensor | tuple[torch.Tensor, Mapping[str, torch.Tensor]]):
@@ -65,8 +52,10 @@ class CTRTask(pl.LightningModule):
         self.schema = schema
         self.regularizer = regularizer
         self.optim = optim or OptimConfig()
-        if self.optim.name not in OPTIMIZERS:
-            raise ValueError(f"unknown optim.name {self.optim.name!r} (choices: {', '.join(OPTIMIZERS)})")
+        # regularizer hooks (all optional): encode every batch, transform training batches, penalty
+        self._encode = getattr(regularizer, "encode", None)
+        self._transform = getattr(regularizer, "transform", None)
+        self._penalty = getattr(regularizer, "penalty", None)
         # weights of named auxiliary losses: the model's own defaults (e.g. DIEN's aux_alpha),
         # overridden by the config's loss_weights
         self.loss_weights = {**getattr(model, "loss_weights", {}), **dict(loss_weights or {})}
@@ -79,6 +68,9 @@ class CTRTask(pl.LightningModule):
         self._t0 = 0.0
 
     def forward(self, batch: Batch) -> torch.Tensor:
+        """Click logits of an evaluation batch (the regularizer's ``encode`` applied, if any)."""
+        if self._encode is not None:
+            batch = self._encode(batch)
         return split_output(self.model(batch))[0]
 
     # ---- training -------------------------------------------------------------------------
@@ -95,9 +87,10 @@ class CTRTask(pl.LightningModule):
         self.train_samples += len(batch[self.schema.label])
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        transform = getattr(self.regularizer, "transform", None)
-        if transform is not None:
-            batch = transform(batch)
+        if self._encode is not None:
+            batch = self._encode(batch)
+        if self._transform is not None:
+            batch = self._transform(batch)
         label = batch[self.schema.label]
         n = len(label)
         logits, aux = split_output(self.model(batch))
@@ -106,8 +99,7 @@ class CTRTask(pl.LightningModule):
         for name, value in aux.items():
             loss = loss + self.loss_weights.get(name, 1.0) * value
             terms[name] = value
-        penalty_fn = getattr(self.regularizer, "penalty", None)
-        penalty = penalty_fn(self.model, batch) if penalty_fn is not None else None
+        penalty = self._penalty(self.model, batch) if self._penalty is not None else None
         if penalty is not None:
             loss = loss + penalty
             terms["penalty"] = penalty
@@ -151,5 +143,4 @@ class CTRTask(pl.LightningModule):
         self.log(SELECT, 0.0 if math.isnan(select) else select, prog_bar=True, add_dataloader_idx=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        cls = OPTIMIZERS[self.optim.name]
-        return cls(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        return build_optimizer(self.model, self.optim)

@@ -272,3 +272,32 @@ def test_callback_renders_sweep_and_never_raises(tmp_path: Path, caplog: pytest.
     hydra_cfg = {"hydra": {"run": {"dir": "unused"}, "runtime": {"output_dir": str(run)}}}
     cb.on_run_end(OmegaConf.create(hydra_cfg))
     assert (run / "summary.md").exists()
+
+
+def _curve_record(reg: str, seed: int, job_num: int, aucs: list[float]) -> dict[str, Any]:
+    rec = _record("base", seed, job_num, extra=[f"reg={reg}"])
+    rec["reg"] = reg
+    rec["epochs"] = [{"epoch": e, "test_auc": a, "train_loss": 1.0 - 0.1 * e} for e, a in enumerate(aucs)]
+    return rec
+
+
+def test_curve_series_mean_std_per_epoch_and_png(tmp_path: Path) -> None:
+    from ctrbench.results.curves import curve_series, plot_curves
+
+    records = [
+        _curve_record("none", 1, 0, [0.70, 0.66, 0.60]),
+        _curve_record("mba", 1, 1, [0.70, 0.72, 0.73]),
+        _curve_record("none", 2, 2, [0.72, 0.68, 0.62]),
+        _curve_record("mba", 2, 3, [0.72, 0.74, 0.73]),
+    ]
+    series = curve_series(records, "test_auc")
+    assert list(series) == ["none", "mba"]  # labels: the only column that differs
+    epochs, mean, std = series["none"]
+    assert epochs.tolist() == [1, 2, 3]
+    assert mean.tolist() == pytest.approx([0.71, 0.67, 0.61])
+    assert std.tolist() == pytest.approx([np.std([0.70, 0.72], ddof=1)] * 3)
+    png = plot_curves(records, tmp_path / "curves.png")
+    assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert (
+        plot_curves([_curve_record("none", 1, 0, [0.7])], tmp_path / "one.png") is None
+    )  # one epoch: no plot

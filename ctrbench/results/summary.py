@@ -12,7 +12,7 @@ import numpy as np
 
 from ctrbench.metrics import rela_impr
 
-__all__ = ["PLUGIN_KEYS", "SummaryRow", "summarize"]
+__all__ = ["PLUGIN_KEYS", "SummaryRow", "group_records", "row_labels", "summarize", "summary_row"]
 
 PLUGIN_KEYS = ("model", "dataset", "reg", "act")
 _NOT_VARIANT = {*PLUGIN_KEYS, "seed"}
@@ -86,7 +86,7 @@ def _mean_std(values: Iterable[float]) -> tuple[float, float]:
     return float(xs.mean()), (float(xs.std(ddof=1)) if xs.size > 1 else 0.0)
 
 
-def _row(records: list[Mapping[str, Any]]) -> SummaryRow:
+def summary_row(records: list[Mapping[str, Any]]) -> SummaryRow:
     first = records[0]
     ok = [r for r in records if r.get("status") == "ok"]
     failed = [r for r in records if r.get("status") != "ok"]
@@ -127,6 +127,21 @@ def _base_row(row: SummaryRow, rows: Sequence[SummaryRow], base_model: str) -> S
     return bases[0] if bases else None
 
 
+def group_records(records: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Records grouped by configuration (overrides without ``seed=``), in command-line order."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for record in sorted(records, key=_order):
+        groups.setdefault(_group_key(record), []).append(record)
+    return list(groups.values())
+
+
+def row_labels(rows: Sequence[SummaryRow]) -> list[str]:
+    """Short names for rows: only the columns that differ between them (the model when none does)."""
+    keys = [*PLUGIN_KEYS, "variant"]
+    varying = [k for k in keys if len({getattr(r, k) for r in rows}) > 1] or ["model"]
+    return [" ".join(str(getattr(r, k)) for k in varying if getattr(r, k)) for r in rows]
+
+
 def summarize(records: Iterable[Mapping[str, Any]], base_model: str = "base") -> list[SummaryRow]:
     """One :class:`SummaryRow` per configuration, in command-line order (``job_num``, then job dir).
 
@@ -134,10 +149,7 @@ def summarize(records: Iterable[Mapping[str, Any]], base_model: str = "base") ->
     the ``ok`` records' val-selected ``test_auc``/``test_gauc``/``test_logloss``. RelaImpr (DIN
     eq. 11) compares each row's mean AUC (and GAUC) with its base row's (see :func:`_base_row`).
     """
-    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
-    for record in sorted(records, key=_order):
-        groups.setdefault(_group_key(record), []).append(record)
-    rows = [_row(members) for members in groups.values()]
+    rows = [summary_row(members) for members in group_records(records)]
     for row in rows:
         base = _base_row(row, rows, base_model)
         if base is not None:

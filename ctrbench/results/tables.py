@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ctrbench.results.curves import plot_curves
 from ctrbench.results.record import read_results
 from ctrbench.results.summary import SummaryRow, summarize
 
@@ -184,6 +185,9 @@ def render(
         raise ValueError(f"no result.json found under {root}")
     rows = summarize(records, base_model=base_model)
     paths = write_tables(rows, root if out_dir is None else out_dir)
+    curves = plot_curves(records, Path(root if out_dir is None else out_dir) / "curves.png")
+    if curves is not None:
+        paths["curves"] = curves
     console = console or Console(width=max(120, Console().width))
     console.print(rich_table(rows, title=f"ctrbench summary: {root}"))
     console.print(Text(f"wrote {', '.join(str(p) for p in paths.values())}", style="dim"))

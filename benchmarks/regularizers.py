@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--sparse", default="true", choices=["true", "false"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--json", default="", help="also write the measurements to this JSON file")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sparse = args.sparse == "true"
@@ -134,17 +136,19 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             results[reg, vocab] = json.loads(out.strip().splitlines()[-1])
     table = Table(title=f"step time and peak RSS by vocabulary (sparse tables: {args.sparse})")
-    table.add_column("reg")
-    for vocab in vocabs:
-        table.add_column(f"{vocab:.0e} ms", justify="right")
-    table.add_column(f"{vocabs[-1]:.0e}/{vocabs[0]:.0e}", justify="right")
-    for vocab in vocabs:
-        table.add_column(f"{vocab:.0e} MB", justify="right")
+    for name in ("reg", "vocabulary", "step ms", f"× at {vocabs[0]:.0e}", "peak RSS MB"):
+        table.add_column(name, justify="left" if name == "reg" else "right")
     for reg in regs:
-        ms = [results[reg, v]["step_ms"] for v in vocabs]
-        mb = [results[reg, v]["peak_mb"] for v in vocabs]
-        table.add_row(reg, *(f"{x:.1f}" for x in ms), f"{ms[-1] / ms[0]:.2f}×", *(f"{x:.0f}" for x in mb))
+        first = results[reg, vocabs[0]]["step_ms"]
+        for vocab in vocabs:
+            r = results[reg, vocab]
+            ratio = f"{r['step_ms'] / first:.2f}×"
+            table.add_row(reg, f"{vocab:,}", f"{r['step_ms']:.1f}", ratio, f"{r['peak_mb']:.0f}")
+        table.add_section()
     Console().print(table)
+    if args.json:
+        rows = [{"reg": reg, "vocab": vocab, **results[reg, vocab]} for reg in regs for vocab in vocabs]
+        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

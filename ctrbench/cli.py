@@ -165,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ctrbench: warning: {problem}", file=sys.stderr)
     except registry.PluginError as exc:
         return _fail(str(exc))
+    import ctrbench.sweeper.plugin  # noqa: F401  registers hydra/sweeper=optuna (Hydra plugin + ConfigStore)
+
     _register_search_path()
 
     import hydra

@@ -24,6 +24,7 @@ from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.task import SELECT, CTRTask
 from ctrbench.results import write_result
 from ctrbench.schema import DatasetSplits
+from ctrbench.sweeper.pruning import trial_pruning
 
 log = logging.getLogger("ctrbench")
 # Lightning's start-up banners (accelerator summary, tips) drown the one table a run prints.
@@ -88,6 +89,9 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         )
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(pl.callbacks.RichProgressBar(leave=True))
+    pruning = trial_pruning(cfg)  # a job of an Optuna sweep: per-epoch reports to its trial, may stop early
+    if pruning is not None:
+        callbacks.append(pruning)
     trainer_args.setdefault("enable_checkpointing", bool(cfg.checkpoint))
     trainer = pl.Trainer(
         **trainer_args,
@@ -121,6 +125,7 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "samples_per_s": task.train_samples / task.train_seconds if task.train_seconds else None,
         "dataset_stats": data.info,
         "sparse_tables": len(sparse_tables),
+        **({"optuna": pruning.summary()} if pruning is not None else {}),
     }
 
 
@@ -146,7 +151,8 @@ def run(
     job_num: int | None = None,
     choices: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Train and write ``result.json`` in ``out_dir`` — with status ``failed`` when anything raises.
+    """Train and write ``result.json`` in ``out_dir`` — with status ``failed`` when anything raises
+    (``pruned`` when an Optuna sweep's pruner stopped it).
 
     A failure is logged as one line and recorded; it never propagates, so a sweep goes on.
     Ctrl-C propagates (and leaves no partial result file: the write is atomic).
@@ -166,7 +172,8 @@ def run(
     }
     try:
         record.update(train(cfg, out_dir))
-        record["status"] = "ok"
+        pruned = (record.get("optuna") or {}).get("pruned_epoch") is not None
+        record["status"] = "pruned" if pruned else "ok"  # pruned: stopped early by its Optuna trial
         log.info(
             "done: test AUC %.4f, GAUC %.4f, logloss %.4f (best validation GAUC at epoch %d), %.0f samples/s",
             record["test_auc"],

@@ -15,7 +15,8 @@ from ctrbench.metrics import rela_impr
 __all__ = ["PLUGIN_KEYS", "SummaryRow", "group_records", "row_labels", "summarize", "summary_row"]
 
 PLUGIN_KEYS = ("model", "dataset", "reg", "act")
-_NOT_VARIANT = {*PLUGIN_KEYS, "seed"}
+# seed, and the trial identity an Optuna sweep passes to each job (ctrbench.sweeper)
+_NOT_VARIANT = {*PLUGIN_KEYS, "seed", "optuna.storage", "optuna.study", "optuna.trial"}
 
 
 @dataclass
@@ -96,7 +97,7 @@ def summary_row(records: list[Mapping[str, Any]]) -> SummaryRow:
     if not failed:
         status = "ok"
     elif not ok:
-        status = "failed"
+        status = "pruned" if all(r.get("status") == "pruned" for r in failed) else "failed"
     else:
         status = f"partial {len(failed)}/{len(records)} failed"
     errors = [str(r["error"]) for r in failed if r.get("error")]
@@ -114,7 +115,7 @@ def summary_row(records: list[Mapping[str, Any]]) -> SummaryRow:
         relaimpr=math.nan,
         relaimpr_gauc=math.nan,
         status=status,
-        error=(errors[0] if errors else "unknown error") if failed else None,
+        error=(errors[0] if errors else "unknown error") if failed and status != "pruned" else None,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import time
@@ -23,6 +24,7 @@ from ctrbench.engine.loggers import make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.task import SELECT, CTRTask
 from ctrbench.results import write_result
+from ctrbench.results.record import RESULT_FILE, to_json
 from ctrbench.schema import DatasetSplits
 from ctrbench.sweeper.pruning import trial_pruning
 
@@ -144,6 +146,18 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def finished_record(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The ``ok`` record in ``out_dir`` if it was produced by the identical resolved config (resume)."""
+    try:
+        previous = json.loads((out_dir / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(previous, dict) or previous.get("status") != "ok":
+        return None
+    current = json.loads(json.dumps(to_json(OmegaConf.to_container(cfg, resolve=True))))
+    return previous if previous.get("config") == current else None
+
+
 def run(
     cfg: DictConfig,
     out_dir: Path,
@@ -155,9 +169,17 @@ def run(
     (``pruned`` when an Optuna sweep's pruner stopped it).
 
     A failure is logged as one line and recorded; it never propagates, so a sweep goes on.
-    Ctrl-C propagates (and leaves no partial result file: the write is atomic).
+    Ctrl-C propagates (and leaves no partial result file: the write is atomic). With ``resume``
+    (default) a job whose folder already holds an ``ok`` record of the identical resolved config is
+    skipped and that record returned, so re-running a sweep into the same ``hydra.sweep.dir``
+    re-runs only failed, interrupted or missing jobs.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("resume", False):
+        previous = finished_record(out_dir, cfg)
+        if previous is not None:
+            log.info("skipped: %s already holds an ok result.json for this exact config", out_dir)
+            return previous
     record: dict[str, Any] = {
         "status": "running",
         "error": None,

@@ -135,10 +135,14 @@ def _task(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ctrbench.engine.job import run
+    from ctrbench.launcher import prepare_job
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    prepare_job(cfg, hc)  # before anything touches CUDA: multi-device refusal, GPU slot (hydra/launcher=gpus)
+
+    from ctrbench.engine.job import run
+
     record = run(
         cfg,
         Path(hc.runtime.output_dir),
@@ -159,11 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return SUBCOMMANDS[args[0]](args[1:])
         except registry.PluginError as exc:
             return _fail(str(exc))
+    from ctrbench.launcher import LaunchError, check_args
+
     try:
         check_overrides(args)
+        check_args(args)  # missing launcher/logger package, multi-device training under -m: one line
         for problem in registry.register_configs():
             print(f"ctrbench: warning: {problem}", file=sys.stderr)
-    except registry.PluginError as exc:
+    except (registry.PluginError, LaunchError) as exc:
         return _fail(str(exc))
     import ctrbench.sweeper.plugin  # noqa: F401  registers hydra/sweeper=optuna (Hydra plugin + ConfigStore)
 

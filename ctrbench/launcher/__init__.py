@@ -1,0 +1,103 @@
+"""Launching jobs: the ``hydra/launcher=gpus`` preset's per-process GPU slot, and refusals before launch.
+
+Presets (``conf/hydra/launcher/``):
+
+* ``gpus`` — the joblib launcher (local loky worker processes); each worker claims one GPU for its
+  whole life (:mod:`ctrbench.launcher.gpu_slots`); ``n_jobs`` defaults to the number of GPUs, or on a
+  machine without GPUs to ``cores // 4`` CPU jobs with ``cores // n_jobs`` torch threads each;
+* ``slurm`` — hydra-submitit-launcher's ``submitit_slurm``, one GPU per job;
+* ``ray_gpus`` — hydra-ray-launcher's ``ray``, ``remote.num_gpus: 1``.
+
+The CLI calls :func:`check_args` before Hydra composes and :func:`prepare_job` first thing in every job.
+Importing this package registers the OmegaConf resolver ``${ctrbench.n_jobs:}`` the ``gpus`` preset uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ctrbench.launcher.checks import LaunchError, check_args, multi_device_reason, refusal
+from ctrbench.launcher.gpu_slots import (
+    Slot,
+    claim_gpu,
+    cpu_count,
+    default_n_jobs,
+    detect_gpus,
+    held_slot,
+    threads_per_job,
+)
+
+__all__ = ["LaunchError", "check_args", "default_jobs", "held_slot", "prepare_job", "register_resolvers"]
+
+log = logging.getLogger("ctrbench")
+_threads_set: int | None = None  # torch threads this process was given (once per process)
+
+
+def default_jobs() -> int:
+    """``${ctrbench.n_jobs:}``: one job per GPU, else ``cores // 4`` CPU jobs (see ``gpu_slots``)."""
+    return default_n_jobs(len(detect_gpus()), cpu_count())
+
+
+def register_resolvers() -> None:
+    """Register ``${ctrbench.n_jobs:}`` (idempotent; Hydra ships resolvers to launcher workers)."""
+    OmegaConf.register_new_resolver("ctrbench.n_jobs", default_jobs, replace=True)
+
+
+def _trainer_reason(trainer: Any, n_gpus: int) -> str | None:
+    get = trainer.get if hasattr(trainer, "get") else (lambda key, default=None: default)
+    return multi_device_reason(
+        devices=get("devices", 1),
+        strategy=get("strategy", None),
+        num_nodes=get("num_nodes", 1),
+        accelerator=get("accelerator", "auto"),
+        n_gpus=n_gpus,
+    )
+
+
+def prepare_job(cfg: Any, hydra_cfg: Any) -> Slot | None:
+    """First thing in every job (``_task``): refuse multi-device sweeps; under ``gpus``, claim the GPU.
+
+    * Under a multirun, a trainer that would train on several devices or processes raises
+      :class:`LaunchError` (the command-line check catches the same from overrides before launch;
+      this one catches it from config files).
+    * Under ``hydra/launcher=gpus`` (also for a single run, so that it never shares a GPU with a sweep):
+      claim this process's GPU slot and set ``CUDA_VISIBLE_DEVICES`` (before anything touches CUDA), and
+      give torch ``OMP_NUM_THREADS`` threads (set by joblib's loky for its workers to ``cores // n_jobs``),
+      else ``cores // n_jobs``. Other launchers are left alone. Returns the slot held, if any.
+    """
+    from hydra.types import RunMode
+
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    gpus_launcher = hydra_cfg.runtime.choices.get("hydra/launcher") == "gpus"
+    if multirun:
+        n_gpus = len(detect_gpus())
+        reason = _trainer_reason(cfg.get("trainer", {}), min(n_gpus, 1) if gpus_launcher else n_gpus)
+        if reason:
+            raise LaunchError(refusal(reason))
+    if not gpus_launcher:
+        return None
+    slot = claim_gpu()
+    threads = _set_threads(int(hydra_cfg.launcher.get("n_jobs", 1)) if multirun else 1)
+    where = f"GPU {slot.gpu} (lock {slot.path})" if slot else "CPU"
+    log.info("worker pid %d: %s, %d torch threads", os.getpid(), where, threads)
+    return slot
+
+
+def _set_threads(n_jobs: int) -> int:
+    """Torch threads for this process: ``OMP_NUM_THREADS`` if set, else ``cores // n_jobs``."""
+    global _threads_set
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    threads = int(omp) if omp.isdigit() and int(omp) > 0 else threads_per_job(cpu_count(), n_jobs)
+    if _threads_set != threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        _threads_set = threads
+    return threads
+
+
+register_resolvers()

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ctrbench import registry
 from ctrbench.engine.data import CTRDataModule
-from ctrbench.engine.loggers import make_logger
+from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.task import SELECT, CTRTask
 from ctrbench.results import write_result
@@ -210,6 +210,8 @@ def run(
         record["error"] = f"{type(exc).__name__}: {message}"
         record["traceback"] = traceback.format_exc()
         log.error("job failed: %s", record["error"])
+    finally:
+        finish(failed=record["status"] not in ("ok", "pruned"))  # close this job's wandb run, if any
     record["finished_at"] = _now()
     write_result(out_dir, record)
     return record

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from ctrbench.datasets.synthetic import SyntheticConfig, SyntheticDataset
 from ctrbench.metrics import auc
@@ -179,6 +181,39 @@ def test_million_items_generate_quickly() -> None:
     assert items.max() <= 1_000_000 and len(np.unique(items)) > 1000
 
 
+def test_item_effect_changes_only_labels_and_only_when_non_zero() -> None:
+    base, zero = load(), load(item_std=0.0)
+    a, z, b = all_arrays(base), all_arrays(zero), all_arrays(load(item_std=1.5))
+    for k in a:
+        assert np.array_equal(a[k], z[k]), k
+        if not k.endswith(".label"):
+            assert np.array_equal(a[k], b[k]), k  # same behaviours, candidates, context and splits
+    assert not np.array_equal(a["train.label"], b["train.label"])
+    assert "oracle_auc_no_item" not in base.info
+    d = load(item_std=1.5)
+    assert d.info["oracle_auc_no_item"] < d.info["oracle_auc"] - 0.03  # item ids carry signal
+    assert abs(float(d.train.columns["label"].mean()) - SMALL.pos_rate) < 0.05
+
+
+def test_high_cardinality_items_are_long_tailed() -> None:
+    t = time.perf_counter()
+    d = load(n_items=200_000, n_cats=50, n_users=300, item_std=1.5)
+    assert time.perf_counter() - t < 2.0
+    n = np.bincount(d.sequences.columns["hist_item"], minlength=200_001)[1:]
+    assert (n == 0).mean() > 0.9  # most items are never behaved on
+    assert (n[n > 0] <= 2).mean() > 0.8  # and most of the others only once or twice
+    top = np.sort(n)[::-1][: len(n) // 100]
+    assert top.sum() / n.sum() > 0.4  # the top 1% of items hold a large share of behaviours
+
+
+def test_goods_variant_config_is_valid() -> None:
+    path = Path(__file__).resolve().parents[1] / "conf" / "dataset" / "synthetic_goods.yaml"
+    opts = OmegaConf.to_container(OmegaConf.load(path))
+    assert opts.pop("defaults") == ["synthetic", "_self_"]
+    ds = SyntheticDataset(SyntheticConfig(**opts))  # validates
+    assert ds.config.n_items >= 1_000_000 and ds.config.item_std > 0
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [
@@ -195,6 +230,7 @@ def test_million_items_generate_quickly() -> None:
         ("val_frac", 0.0),
         ("test_frac", 0.95),
         ("negatives", -1),
+        ("item_std", -0.5),
     ],
 )
 def test_bad_option_raises_value_error(option: str, value: object) -> None:

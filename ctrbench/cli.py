@@ -107,20 +107,29 @@ def cmd_plugins(args: Sequence[str]) -> int:
 
 
 def cmd_report(args: Sequence[str]) -> int:
-    """``ctrbench report DIR [--base MODEL]``: re-render summary tables from any results folder."""
+    """``ctrbench report DIR [--base MODEL] [--paper TABLE]``: re-render tables from any results folder."""
     import argparse
 
     from ctrbench.results import render
+    from ctrbench.results.paper import TABLES
 
     parser = argparse.ArgumentParser(prog="ctrbench report", description=cmd_report.__doc__)
     parser.add_argument("folder", type=Path, help="a sweep or results folder holding result.json files")
     parser.add_argument("--base", default="base", help="model RelaImpr is measured against (default: base)")
     parser.add_argument("--out", type=Path, default=None, help="where to write summary.* (default: folder)")
+    parser.add_argument(
+        "--paper",
+        default=None,
+        help=f"lay the tables out like a paper's table: {', '.join(TABLES)}, or none "
+        "(default: the 'paper' key a preset put in the runs' config)",
+    )
     ns = parser.parse_args(list(args))
     if not ns.folder.is_dir():
         return _fail(f"no such folder: {ns.folder}")
+    if ns.paper is not None and ns.paper not in (*TABLES, "none"):
+        return _fail(f"unknown paper table {ns.paper!r} (known: {', '.join(TABLES)}, none)")
     try:
-        render(ns.folder, out_dir=ns.out, base_model=ns.base)
+        render(ns.folder, out_dir=ns.out, base_model=ns.base, paper=ns.paper)
     except ValueError as exc:
         return _fail(str(exc))
     return 0

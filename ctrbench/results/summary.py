@@ -12,7 +12,15 @@ import numpy as np
 
 from ctrbench.metrics import rela_impr
 
-__all__ = ["PLUGIN_KEYS", "SummaryRow", "group_records", "row_labels", "summarize", "summary_row"]
+__all__ = [
+    "PLUGIN_KEYS",
+    "SummaryRow",
+    "group_records",
+    "row_labels",
+    "strip_row_override",
+    "summarize",
+    "summary_row",
+]
 
 PLUGIN_KEYS = ("model", "dataset", "reg", "act")
 # seed, and the trial identity an Optuna sweep passes to each job (ctrbench.sweeper)
@@ -45,6 +53,11 @@ class SummaryRow:
 def _override_key(override: str) -> str:
     """The config key an override sets: ``+seed=1`` → ``seed``, ``~trainer.x`` → ``trainer.x``."""
     return override.split("=", 1)[0].lstrip("+~")
+
+
+def strip_row_override(variant: str) -> str:
+    """``variant`` without a ``row=<preset>/<row>`` override (a preset's row: model, act, reg, options)."""
+    return " ".join(t for t in variant.split() if _override_key(t) != "row")
 
 
 def _variant(overrides: Sequence[str]) -> list[str]:
@@ -120,10 +133,18 @@ def summary_row(records: list[Mapping[str, Any]]) -> SummaryRow:
 
 
 def _base_row(row: SummaryRow, rows: Sequence[SummaryRow], base_model: str) -> SummaryRow | None:
-    """The row with ``base_model`` and the same dataset/reg/act/variant, else the first on the dataset."""
+    """The row with ``base_model`` and the same dataset/reg/act/variant, else the first on the dataset.
+
+    Without an equal variant, one equal but for a preset's ``row=`` override (which names the row,
+    not its data) is the next best.
+    """
     bases = [r for r in rows if r.model == base_model and r.dataset == row.dataset]
     for base in bases:
         if (base.reg, base.act, base.variant) == (row.reg, row.act, row.variant):
+            return base
+    variant = strip_row_override(row.variant)
+    for base in bases:
+        if (base.reg, base.act, strip_row_override(base.variant)) == (row.reg, row.act, variant):
             return base
     return bases[0] if bases else None
 

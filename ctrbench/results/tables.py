@@ -14,8 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ctrbench.results.curves import plot_curves
+from ctrbench.results.paper import TABLES, PaperLayout, PaperRow, layout, paper_key
 from ctrbench.results.record import read_results
-from ctrbench.results.summary import SummaryRow, summarize
+from ctrbench.results.summary import SummaryRow, strip_row_override, summarize
 
 __all__ = ["render", "rich_table", "write_tables"]
 
@@ -34,6 +35,9 @@ HEADERS = (
     "Status",
 )
 _FIELDS = [f.name for f in dataclasses.fields(SummaryRow)]
+# With a paper layout (a preset's ``paper`` key): the paper's row and dataset first, its numbers last.
+PAPER_HEADERS = ("Paper row", "Paper dataset", *HEADERS, "Paper AUC", "Paper RelaImpr")
+PAPER_FIELDS = ["paper_row", "paper_dataset", *_FIELDS, "paper_metric", "paper_auc", "paper_relaimpr"]
 # LaTeX specials → escapes, applied one character at a time (so no escape is escaped again).
 _TEX = {
     "\\": r"\textbackslash{}",
@@ -102,6 +106,24 @@ def _write_csv(rows: Sequence[SummaryRow], path: Path) -> None:
             writer.writerow([_csv_value(getattr(row, name)) for name in _FIELDS])
 
 
+def _write_paper_csv(paper: PaperLayout, path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PAPER_FIELDS)
+        for line in paper.rows:
+            ours = [_csv_value(getattr(line.summary, name)) for name in _FIELDS]
+            numbers = [_csv_value(line.paper_auc), _csv_value(line.paper_relaimpr)]
+            writer.writerow([line.label, line.dataset, *ours, paper.table.metric, *numbers])
+
+
+def _paper_cells(line: PaperRow, sep: str = " ± ", missing: str = "—") -> list[str]:
+    """The display cells of one line of a paper layout, in :data:`PAPER_HEADERS` order."""
+    cells = _cells(line.summary, sep, missing)
+    cells[4] = strip_row_override(cells[4])  # the paper row names the preset's row
+    auc = f"{line.paper_auc:.4f}" if _finite(line.paper_auc) else missing
+    return [line.label or missing, line.dataset or missing, *cells, auc, _pct(line.paper_relaimpr, missing)]
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", r"\|").replace("\n", " ")
 
@@ -110,6 +132,13 @@ def _markdown(rows: Sequence[SummaryRow]) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] * 5 + ["---:"] * 6 + ["---"]) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in _cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _paper_markdown(paper: PaperLayout) -> str:
+    align = ["---"] * 7 + ["---:"] * 6 + ["---"] + ["---:"] * 2
+    lines = ["| " + " | ".join(PAPER_HEADERS) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in _paper_cells(line)) + " |" for line in paper.rows]
+    return "\n".join(lines) + "\n\n" + _md_cell(paper.caption) + "\n"
 
 
 def tex_escape(text: str) -> str:
@@ -132,38 +161,116 @@ def _latex(rows: Sequence[SummaryRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_tables(rows: Sequence[SummaryRow], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write ``summary.csv``, ``summary.md`` and ``summary.tex`` into ``out_dir``; returns their paths."""
+def _paper_latex(paper: PaperLayout) -> str:
+    lines = [
+        "% " + paper.caption,
+        r"\begin{tabular}{lllllll" + "r" * 6 + "lrr}",
+        r"\toprule",
+        " & ".join(tex_escape(h) for h in PAPER_HEADERS) + r" \\",
+        r"\midrule",
+    ]
+    for line in paper.rows:
+        cells = [tex_escape(c) for c in _paper_cells(line, sep=" \x00 ", missing="--")]
+        lines.append(" & ".join(c.replace("\x00", r"$\pm$") for c in cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(
+    rows: Sequence[SummaryRow], out_dir: str | os.PathLike[str], paper: PaperLayout | None = None
+) -> dict[str, Path]:
+    """Write ``summary.csv``, ``summary.md`` and ``summary.tex`` into ``out_dir``; returns their paths.
+
+    With ``paper`` (a :func:`ctrbench.results.paper.layout` of ``rows``) the tables follow the paper's
+    layout: its rows in its order with the paper's numbers (``paper_auc``, ``paper_relaimpr``).
+    """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {ext: folder / f"summary.{ext}" for ext in ("csv", "md", "tex")}
+    if paper is not None:
+        _write_paper_csv(paper, paths["csv"])
+        paths["md"].write_text(_paper_markdown(paper), encoding="utf-8")
+        paths["tex"].write_text(_paper_latex(paper), encoding="utf-8")
+        return paths
     _write_csv(rows, paths["csv"])
     paths["md"].write_text(_markdown(rows), encoding="utf-8")
     paths["tex"].write_text(_latex(rows), encoding="utf-8")
     return paths
 
 
-def rich_table(rows: Sequence[SummaryRow], title: str | None = None) -> Table:
+def rich_table(
+    rows: Sequence[SummaryRow], title: str | None = None, paper: PaperLayout | None = None
+) -> Table:
     """A print-ready rich table; failed rows in red and partly failed ones in yellow, with their error.
 
     Dataset/Reg/Act/Variant columns that hold one value for every row move into the caption, to
-    keep the table narrow enough for a terminal.
+    keep the table narrow enough for a terminal. With ``paper`` the table follows the paper's layout:
+    the paper's rows that were not run are dimmed and left out when finding the shared columns, and
+    the paper's dataset column, when shared, moves into the caption too; the written files hold the
+    model and logloss columns that the printed table leaves out.
     """
-    cells = [_cells(row) for row in rows]
-    shared = [i for i in (1, 2, 3, 4) if len({c[i] for c in cells}) == 1]
+    if paper is None:
+        return _rich(HEADERS, [_cells(row) for row in rows], [_style(row) for row in rows], title)
+    ran = [line.run for line in paper.rows]
+    cells = [_paper_cells(line) for line in paper.rows]
+    for line, row_cells in zip(paper.rows, cells, strict=True):
+        row_cells[0] = line.label or f"({line.summary.model})"  # a row the paper lacks: our model
+    # narrower than the files: no Model (the paper's row names it), no Logloss (no paper reports it),
+    # no paper RelaImpr when the paper gives none
+    drop = {2, 2 + HEADERS.index("Logloss")}
+    if not any(r.relaimpr for r in paper.table.rows):
+        drop.add(len(PAPER_HEADERS) - 1)
+    return _rich(
+        PAPER_HEADERS,
+        cells,
+        [_style(line.summary) if line.run else "dim" for line in paper.rows],
+        title,
+        offset=2,
+        judge=ran if any(ran) else None,
+        drop=drop,
+    )
+
+
+def _style(row: SummaryRow) -> str | None:
+    return "red" if row.status == "failed" else "yellow" if row.status != "ok" else None
+
+
+def _rich(
+    headers: Sequence[str],
+    cells: list[list[str]],
+    styles: list[str | None],
+    title: str | None,
+    offset: int = 0,
+    judge: list[bool] | None = None,
+    drop: set[int] | frozenset[int] = frozenset(),
+) -> Table:
+    """The table of :func:`rich_table`.
+
+    ``offset``: columns in front of :data:`HEADERS`' own (the paper's row and dataset); ``judge``: the
+    rows whose cells decide which columns are shared (default: all); ``drop``: columns left out.
+    """
+    judged = [c for c, j in zip(cells, judge or [True] * len(cells), strict=True) if j]
+    shared = [i for i in (offset + k for k in (1, 2, 3, 4)) if len({c[i] for c in judged}) == 1]
+    if offset and len({c[offset - 1] for c in cells}) == 1:  # the paper's dataset column, over all rows
+        shared.insert(0, offset - 1)
+    variant = offset + 4
     caption = ", ".join(
-        cells[0][i] if i == 4 else f"{HEADERS[i].lower()}={cells[0][i]}" for i in shared if cells[0][i]
+        judged[0][i] if i == variant else f"{headers[i].lower()}={judged[0][i]}"
+        for i in shared
+        if judged[0][i]
     )
     table = Table(title=title, caption=caption or None, header_style="bold")
-    keep = [i for i in range(len(HEADERS)) if i not in shared]
+    keep = [i for i in range(len(headers)) if i not in shared and i not in drop]
     for i in keep:
-        header = HEADERS[i].replace(" (", "\n(")
-        if HEADERS[i] in ("Variant", "Status"):  # free text folds; names and numbers never wrap
+        header = headers[i].replace(" (", "\n(")
+        if headers[i] in ("Variant", "Status"):  # free text folds; names and numbers never wrap
             table.add_column(header, overflow="fold", ratio=1)
+        elif i < offset - 1:  # the paper's row label may wrap between words
+            table.add_column(header, min_width=16)
         else:
-            table.add_column(header, justify="right" if 5 <= i <= 10 else "left", no_wrap=True)
-    for row, row_cells in zip(rows, cells, strict=True):
-        style = "red" if row.status == "failed" else "yellow" if row.status != "ok" else None
+            right = offset + 5 <= i <= offset + 10 or i > offset + 11
+            table.add_column(header, justify="right" if right else "left", no_wrap=True)
+    for row_cells, style in zip(cells, styles, strict=True):
         # Text cells keep brackets in error messages from being read as rich markup.
         table.add_row(*(Text(row_cells[i]) for i in keep), style=style)
     return table
@@ -174,21 +281,37 @@ def render(
     out_dir: str | os.PathLike[str] | None = None,
     console: Console | None = None,
     base_model: str = "base",
+    paper: str | None = None,
 ) -> list[SummaryRow]:
     """Read every ``result.json`` under ``root``, summarize, write the tables and print them.
 
     The three ``summary.*`` files go to ``out_dir`` (default: ``root``). Raises ``ValueError``
-    when ``root`` holds no ``result.json``.
+    when ``root`` holds no ``result.json``. ``paper`` (a table id of :mod:`ctrbench.results.paper`;
+    default: the ``paper`` key of the records' configs, which a preset sets; ``"none"``: off) lays
+    the tables out like that table of the paper; an unknown id is reported and ignored.
     """
     records = read_results(root)
     if not records:
         raise ValueError(f"no result.json found under {root}")
     rows = summarize(records, base_model=base_model)
-    paths = write_tables(rows, root if out_dir is None else out_dir)
+    console = console or Console(width=max(120, Console().width))
+    table_id = paper_key(records) if paper is None else paper
+    laid_out = None
+    if table_id and table_id != "none":
+        if table_id in TABLES:
+            laid_out = layout(table_id, records, rows)
+        else:
+            known = ", ".join(TABLES)
+            console.print(
+                Text(f"unknown paper table {table_id!r} (known: {known}): plain layout", style="yellow")
+            )
+    paths = write_tables(rows, root if out_dir is None else out_dir, paper=laid_out)
     curves = plot_curves(records, Path(root if out_dir is None else out_dir) / "curves.png")
     if curves is not None:
         paths["curves"] = curves
-    console = console or Console(width=max(120, Console().width))
-    console.print(rich_table(rows, title=f"ctrbench summary: {root}"))
+    title = f"ctrbench summary: {root}" + (f"\n{laid_out.table.title}" if laid_out else "")
+    console.print(rich_table(rows, title=title, paper=laid_out))
+    if laid_out is not None:
+        console.print(Text(laid_out.caption, style="dim"))
     console.print(Text(f"wrote {', '.join(str(p) for p in paths.values())}", style="dim"))
     return rows

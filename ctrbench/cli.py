@@ -55,6 +55,12 @@ def _override_values(arg: str) -> tuple[str, list[str]] | None:
     return (group, [value]) if isinstance(value, str) else None
 
 
+def normalize_override(arg: str) -> str:
+    """``experiment=NAME`` → ``+experiment=NAME``: presets are appended to the defaults list, and both
+    spellings are accepted (lightning-hydra-template users type the first, Hydra wants the second)."""
+    return f"+{arg}" if arg.startswith("experiment=") else arg
+
+
 def check_overrides(args: Sequence[str]) -> None:
     """Raise :class:`registry.UnknownPluginError` for a plugin name that is not installed."""
     for arg in args:
@@ -174,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fail(str(exc))
     from ctrbench.launcher import LaunchError, check_args
 
+    args = [normalize_override(a) for a in args]
     try:
         check_overrides(args)
         check_args(args)  # missing launcher/logger package, multi-device training under -m: one line

@@ -30,7 +30,7 @@ PAPER_MODELS = [
 ]
 # A few hundred rows, one epoch, no progress bar: jobs take about a second.
 TINY = [
-    "experiment=smoke",
+    "+experiment=smoke",
     "dataset.n_users=200",
     "dataset.n_items=300",
     "eval_batch_size=512",

@@ -42,7 +42,7 @@ SMOKE_ROW = {
 }
 # TINY without its experiment (a preset is the experiment here), plus what experiment=smoke sets and
 # a few training batches: the job takes about as long as the process takes to start
-SMALL = [o for o in TINY if not o.startswith("experiment=")] + [
+SMALL = [o for o in TINY if not o.startswith("+experiment=")] + [
     "dataset.n_cats=20",
     "trainer.max_epochs=1",
     "+trainer.limit_train_batches=10",
@@ -106,7 +106,7 @@ def test_paper_tables_are_consistent_with_the_row_configs() -> None:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_composes_and_sweeps_the_papers_grid(preset: str, compose_hydra) -> None:
-    cfg = compose_hydra([f"experiment={preset}"])
+    cfg = compose_hydra([f"+experiment={preset}"])
     assert cfg.paper == preset
     rows = [r.row for r in TABLES[preset].rows]
     jobs = _jobs(cfg, [])
@@ -116,25 +116,25 @@ def test_preset_composes_and_sweeps_the_papers_grid(preset: str, compose_hydra) 
     assert {o for j in jobs for o in j if o.startswith("+paper_data=")} == {f"+paper_data={d}" for d in data}
     if data:  # the preset's own dataset: the paper's datasets run; each sets its dataset and protocol
         for name, column in zip(data, TABLES[preset].datasets, strict=True):
-            dataset = compose_hydra([f"experiment={preset}", f"+paper_data={name}"]).dataset
+            dataset = compose_hydra([f"+experiment={preset}", f"+paper_data={name}"]).dataset
             assert {k: dataset[k] for k in column.match} == dict(column.match)
 
     # the command line wins: a dataset of its own replaces the paper's, a row and a seed replace theirs
-    cfg = compose_hydra([f"experiment={preset}", "dataset=synthetic", "trainer.max_epochs=1"])
+    cfg = compose_hydra([f"+experiment={preset}", "dataset=synthetic", "trainer.max_epochs=1"])
     assert cfg.dataset.name == "synthetic" and cfg.trainer.max_epochs == 1
     jobs = _jobs(cfg, ["dataset=synthetic"])
     assert len(jobs) == len(rows) * SEEDS[preset]
     assert all("+paper_data=none" in j for j in jobs) if data else True
     one = _jobs(cfg, ["dataset=synthetic", f"row={preset}/{rows[-1]}", "seed=1"])
     assert len(one) == 1 and f"row={preset}/{rows[-1]}" in one[0] and "seed=1" in one[0]
-    cfg = compose_hydra([f"experiment={preset}", "hydra.sweeper.params.seed=7"])
+    cfg = compose_hydra([f"+experiment={preset}", "hydra.sweeper.params.seed=7"])
     assert {o for j in _jobs(cfg, []) for o in j if o.startswith("seed=")} == {"seed=7"}
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_row_composes_to_its_paper_row(preset: str, compose_cfg) -> None:
     for spec in TABLES[preset].rows:
-        cfg = compose_cfg([f"experiment={preset}", f"row={preset}/{spec.row}", "dataset=synthetic"])
+        cfg = compose_cfg([f"+experiment={preset}", f"row={preset}/{spec.row}", "dataset=synthetic"])
         assert cfg.model.name == spec.model, spec.row
         assert spec.act in (None, cfg.act.name) and spec.reg in (None, cfg.reg.name), spec.row
         for key, value in spec.config.items():
@@ -147,18 +147,18 @@ def test_every_row_composes_to_its_paper_row(preset: str, compose_cfg) -> None:
 
 
 def test_preset_hyper_parameters(compose_cfg) -> None:
-    din3 = compose_cfg(["experiment=din_table3"])
+    din3 = compose_cfg(["+experiment=din_table3"])
     assert (din3.optim.name, din3.optim.lr, din3.batch_size) == ("adam", 0.001, 32)  # batch: DIN §6.1
     assert din3.trainer.max_epochs == 3
     for preset in ("din_table4", "din_table5"):
-        cfg = compose_cfg([f"experiment={preset}"])
+        cfg = compose_cfg([f"+experiment={preset}"])
         assert (cfg.optim.name, cfg.optim.lr, cfg.batch_size) == ("adam", 0.001, 5000)  # DIN §6.1, Alibaba
         assert cfg.dataset.n_items >= 1_000_000 and cfg.trainer.max_epochs == 5
     for preset in ("dien_table2", "dien_table4"):
-        cfg = compose_cfg([f"experiment={preset}"])
+        cfg = compose_cfg([f"+experiment={preset}"])
         assert (cfg.optim.name, cfg.optim.lr, cfg.batch_size) == ("adam", 0.001, 128)  # official code
         assert cfg.dataset.max_len == 100 and cfg.trainer.max_epochs == 3
-    assert "paper" not in compose_cfg(["experiment=smoke"])  # no paper layout for other experiments
+    assert "paper" not in compose_cfg(["+experiment=smoke"])  # no paper layout for other experiments
 
 
 # ---------------------------------------------------------------- one tiny job per preset
@@ -188,7 +188,7 @@ def smoke_runs(
         # the sweep parameters can be replaced as plain overrides (row=, seed=) or in hydra.sweeper.params
         seed = "hydra.sweeper.params.seed=2" if preset == "din_table4" else "seed=2"
         row = f"row={preset}/{SMOKE_ROW[preset]}"
-        commands.append(["-m", f"experiment={preset}", "dataset=synthetic", *SMALL, row, seed])
+        commands.append(["-m", f"+experiment={preset}", "dataset=synthetic", *SMALL, row, seed])
         commands[-1].append(f"hydra.sweep.dir={sweep}")
     env = dict(os.environ, WANDB_MODE="disabled", HYDRA_FULL_ERROR="0", PYTHONWARNINGS="ignore")
     proc = subprocess.run(

@@ -159,9 +159,16 @@ def group_records(records: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str
 
 def row_labels(rows: Sequence[SummaryRow]) -> list[str]:
     """Short names for rows: only the columns that differ between them (the model when none does)."""
-    keys = [*PLUGIN_KEYS, "variant"]
-    varying = [k for k in keys if len({getattr(r, k) for r in rows}) > 1] or ["model"]
-    return [" ".join(str(getattr(r, k)) for k in varying if getattr(r, k)) for r in rows]
+    varying = [k for k in PLUGIN_KEYS if len({getattr(r, k) for r in rows}) > 1]
+    # variant overrides shared by every row (e.g. `trainer.max_epochs=3`) tell the rows nothing apart
+    tokens = [r.variant.split() for r in rows]
+    shared = set.intersection(*(set(t) for t in tokens)) if tokens else set()
+    labels = []
+    for row, own in zip(rows, tokens, strict=True):
+        parts = [str(getattr(row, k)) for k in varying if getattr(row, k)]
+        parts += [t for t in own if t not in shared]
+        labels.append(" ".join(parts) or row.model)
+    return labels
 
 
 def summarize(records: Iterable[Mapping[str, Any]], base_model: str = "base") -> list[SummaryRow]:

@@ -95,6 +95,10 @@ _AMAZON_DIEN = (
 )
 R = PaperTableRow
 
+# rows DIEN Tables 2 and 4 share (same numbers in both)
+_DIEN_BASE = R("BaseModel", "base", "base", None, None, (0.8538, 0.8846))
+_DIEN_FULL = R("DIEN", "dien", "dien", None, None, (0.9030, 0.9281))
+
 TABLES: dict[str, PaperTable] = {
     t.id: t
     for t in (
@@ -173,12 +177,12 @@ TABLES: dict[str, PaperTable] = {
             reference="base",
             datasets=_AMAZON_DIEN,
             rows=(
-                R("BaseModel", "base", "base", None, None, (0.8538, 0.8846)),
+                _DIEN_BASE,
                 R("Wide&Deep", "wide_deep", "wide_deep", None, None, (0.8546, 0.8656)),
                 R("PNN", "pnn", "pnn", None, None, (0.8582, 0.8935)),
                 R("DIN", "din", "din", None, None, (0.8608, 0.8974)),
                 R("Two layer GRU Attention", "gru_attention", "gru_attention", None, None, (0.8640, 0.8993)),
-                R("DIEN", "dien", "dien", None, None, (0.9030, 0.9281)),
+                _DIEN_FULL,
             ),
         ),
         PaperTable(
@@ -189,12 +193,12 @@ TABLES: dict[str, PaperTable] = {
             reference="base",
             datasets=_AMAZON_DIEN,
             rows=(
-                R("BaseModel", "base", "base", None, None, (0.8538, 0.8846)),
+                _DIEN_BASE,
                 R("Two layer GRU attention", "gru_attention", "gru_attention", None, None, (0.8640, 0.8993)),
                 R("BaseModel + GRU + AIGRU", "aigru", "aigru", None, None, (0.8663, 0.8994)),
                 R("BaseModel + GRU + AGRU", "agru", "agru", None, None, (0.8666, 0.8993)),
                 R("BaseModel + GRU + AUGRU", "augru", "augru", None, None, (0.8675, 0.9021)),
-                R("DIEN", "dien", "dien", None, None, (0.9030, 0.9281)),
+                _DIEN_FULL,
             ),
         ),
     )

@@ -59,10 +59,9 @@ def _best(history: list[dict[str, float]], key: str) -> dict[str, float]:
     return max(scored, key=lambda h: h[key])
 
 
-def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Train one configuration; returns the metric part of the run record."""
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = load_data(cfg)
+def build_task(cfg: DictConfig, data: DatasetSplits) -> tuple[CTRTask, list[torch.nn.Embedding]]:
+    """The regularizer (fitted), the model (built from the schema the regularizer adapts) and the task
+    around them, seeded by ``cfg.seed``; also returns the tables switched to sparse gradients."""
     regularizer = registry.build("reg", cfg.reg.name, _options(cfg.reg))
     if hasattr(regularizer, "fit"):
         regularizer.fit(data)
@@ -72,7 +71,14 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model = registry.build("model", cfg.model.name, _options(cfg.model), schema=schema, activation=activation)
     sparse_tables = make_sparse(model, optim)
-    task = CTRTask(model, schema, regularizer, optim, _options(cfg.loss_weights))
+    return CTRTask(model, schema, regularizer, optim, _options(cfg.loss_weights)), sparse_tables
+
+
+def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Train one configuration; returns the metric part of the run record."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = load_data(cfg)
+    task, sparse_tables = build_task(cfg, data)
     trainer_args = _options(cfg.trainer)
     accelerator = trainer_args.get("accelerator", "auto")
     on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")

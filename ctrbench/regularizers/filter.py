@@ -72,6 +72,8 @@ class FrequencyFilter(Regularizer):
     def encode(self, batch: Batch) -> Batch:
         out = dict(batch)
         for f in self.fields:
+            if f.name not in out:  # e.g. no sampled negatives when scoring
+                continue
             ids = out[f.name]
             keep = self.keep[f.table]
             if keep.device != ids.device:

@@ -1,0 +1,90 @@
+"""Scoring for serving: one user's history and many candidate items → click probabilities.
+
+The DIN paper's serving case: a user arrives with their behaviour history and the system ranks a few
+hundred candidate ads. :class:`Scorer` builds one batch — the user's fields and history repeated per
+candidate, the candidate fields per row — and runs the trained model once (eval mode, no autograd),
+through the same regularizer ``encode`` hook (e.g. the frequency filter's OOV mapping) as evaluation,
+so its probabilities are those of the training-time forward pass.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ctrbench.schema import Schema
+
+Ids = Sequence[int] | np.ndarray | torch.Tensor
+
+
+class Scorer:
+    """``score(user, candidates)`` → probabilities, one per candidate.
+
+    ``user``: the user-side categorical fields (``{"user": 7, "user_seg": 2}``) and the behaviour
+    sequences in time order, most recent last (``{"hist_item": [...], "hist_cat": [...]}``; only the
+    last ``schema.max_len`` are used). ``candidates``: the candidate-side fields, one array per field
+    (``{"item": [...], "cat": [...], "ctx": [...]}``); a categorical field given in neither is 0.
+    """
+
+    def __init__(self, model: nn.Module, schema: Schema, encode: Any = None) -> None:
+        self.model = model.eval()
+        self.schema = schema
+        self.encode = encode
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, checkpoint: str | Path | None = None) -> Scorer:
+        """A scorer for a finished run folder: its ``result.json`` config, its best checkpoint."""
+        from ctrbench.engine.job import build_task, load_data
+
+        run_dir = Path(run_dir)
+        record = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+        path = Path(checkpoint or record.get("checkpoint") or run_dir / "checkpoints" / "best.ckpt")
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path} (the run was made with checkpoint=false?)")
+        cfg = OmegaConf.create(record["config"])
+        task, _ = build_task(cfg, load_data(cfg))
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        task.load_state_dict(state)
+        return cls(task.model, task.schema, getattr(task.regularizer, "encode", None))
+
+    def batch(self, user: Mapping[str, Any], candidates: Mapping[str, Ids]) -> dict[str, torch.Tensor]:
+        """The model's input batch: one row per candidate."""
+        n = len(next(iter(candidates.values())))
+        out: dict[str, torch.Tensor] = {}
+        for f in self.schema.fields:
+            if f.negative_of is not None:
+                continue
+            if f.kind == "sequence":
+                ids = np.asarray(user.get(f.name, []), dtype=np.int64)
+                hist = torch.as_tensor(ids)[-self.schema.max_len :]
+                width = max(len(hist), 1)
+                row = torch.zeros(width, dtype=torch.long)
+                row[: len(hist)] = hist
+                out[f.name] = row.expand(n, width)
+                if f.length:
+                    out[f.length] = torch.full((n,), len(hist), dtype=torch.long)
+            elif f.name in candidates:
+                out[f.name] = torch.as_tensor(np.asarray(candidates[f.name]))
+            elif f.kind == "dense":
+                value = torch.as_tensor(np.asarray(user[f.name], dtype=np.float32)).reshape(1, -1)
+                out[f.name] = value.expand(n, -1)
+            else:
+                out[f.name] = torch.full((n,), int(user.get(f.name, 0)), dtype=torch.long)
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    @torch.inference_mode()
+    def score(self, user: Mapping[str, Any], candidates: Mapping[str, Ids]) -> np.ndarray:
+        batch = self.batch(user, candidates)
+        if self.encode is not None:
+            batch = self.encode(batch)
+        out = self.model(batch)
+        logits = out[0] if isinstance(out, tuple) else out
+        return torch.sigmoid(logits).float().cpu().numpy()

@@ -9,7 +9,6 @@ so its probabilities are those of the training-time forward pass.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ctrbench.results.record import RESULT_FILE, read_result
 from ctrbench.schema import Schema
 
 Ids = Sequence[int] | np.ndarray | torch.Tensor
@@ -45,7 +45,9 @@ class Scorer:
         from ctrbench.engine.job import build_task, load_data
 
         run_dir = Path(run_dir)
-        record = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
+        record = read_result(run_dir)
+        if record is None:
+            raise FileNotFoundError(f"no readable {RESULT_FILE} in {run_dir} (is it a ctrbench run folder?)")
         path = Path(checkpoint or record.get("checkpoint") or run_dir / "checkpoints" / "best.ckpt")
         if not path.is_file():
             raise FileNotFoundError(f"no checkpoint at {path} (the run was made with checkpoint=false?)")

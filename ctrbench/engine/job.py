@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -24,7 +23,7 @@ from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.task import SELECT, CTRTask
 from ctrbench.results import write_result
-from ctrbench.results.record import RESULT_FILE, to_json
+from ctrbench.results.record import error_line, read_result, to_json
 from ctrbench.schema import DatasetSplits
 from ctrbench.sweeper.pruning import trial_pruning
 
@@ -154,13 +153,10 @@ def _now() -> str:
 
 def finished_record(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The ``ok`` record in ``out_dir`` if it was produced by the identical resolved config (resume)."""
-    try:
-        previous = json.loads((out_dir / RESULT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    previous = read_result(out_dir)
+    if previous is None or previous.get("status") != "ok":
         return None
-    if not isinstance(previous, dict) or previous.get("status") != "ok":
-        return None
-    current = json.loads(json.dumps(to_json(OmegaConf.to_container(cfg, resolve=True))))
+    current = to_json(OmegaConf.to_container(cfg, resolve=True))  # plain JSON types, as written
     return previous if previous.get("config") == current else None
 
 
@@ -211,9 +207,8 @@ def run(
             record["samples_per_s"] or 0.0,
         )
     except Exception as exc:  # a job failure must not end the sweep
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         record["status"] = "failed"
-        record["error"] = f"{type(exc).__name__}: {message}"
+        record["error"] = error_line(exc)
         record["traceback"] = traceback.format_exc()
         log.error("job failed: %s", record["error"])
     finally:

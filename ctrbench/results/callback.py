@@ -8,6 +8,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ctrbench.results.record import error_line
 from ctrbench.results.tables import render
 
 log = logging.getLogger("ctrbench")
@@ -33,8 +34,7 @@ class SummaryCallback(Callback):
             paper = _select(config, "paper")
             render(str(folder), base_model=self.base_model, paper=paper if isinstance(paper, str) else None)
         except Exception as exc:  # the summary is a convenience; it must not fail the sweep
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            log.warning("summary not written for %s: %s: %s", folder, type(exc).__name__, message)
+            log.warning("summary not written for %s: %s", folder, error_line(exc))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarize every job of the sweep in ``hydra.sweep.dir``."""

@@ -15,7 +15,7 @@ import numpy as np
 
 RESULT_FILE = "result.json"
 
-__all__ = ["RESULT_FILE", "read_results", "to_json", "write_result"]
+__all__ = ["RESULT_FILE", "error_line", "read_result", "read_results", "to_json", "write_result"]
 
 
 def to_json(value: Any) -> Any:
@@ -56,6 +56,21 @@ def write_result(job_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def error_line(exc: object) -> str:
+    """An error as a record keeps it: ``Type: first line of the message``."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def read_result(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record in ``job_dir/result.json``; None when it is missing, unreadable or not a JSON object."""
+    try:
+        record = json.loads((Path(job_dir) / RESULT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def read_results(root: str | os.PathLike[str]) -> list[dict[str, Any]]:

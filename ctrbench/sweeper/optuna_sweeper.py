@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -17,6 +16,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from ctrbench.results.record import RESULT_FILE, error_line, read_result
 from ctrbench.sweeper.storage import (
     LOCAL_TRIALS,
     TRIAL_ATTR,
@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # optuna is imported when a sweep starts, not when ctrbench r
 __all__ = ["OptunaSweeper", "best_value", "trial_rows"]
 
 log = logging.getLogger("ctrbench")
-RESULT_FILE = "result.json"
 TRIALS_FILE = "optuna.csv"
 
 
@@ -219,7 +218,8 @@ class OptunaSweeper(Sweeper):
                     try:
                         self.validate_batch_is_legal([overrides])
                     except Exception as exc:  # e.g. a value the config's schema rejects
-                        self._tell(study, trial, optuna.trial.TrialState.FAIL, None, _one_line(exc), None)
+                        error = error_line(exc).strip()
+                        self._tell(study, trial, optuna.trial.TrialState.FAIL, None, error, None)
                         continue
                     if self.storage is None:
                         LOCAL_TRIALS[(study.study_name, trial.number)] = trial
@@ -248,14 +248,9 @@ class OptunaSweeper(Sweeper):
 
         job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
         if ret.status != JobStatus.COMPLETED:
-            return TrialState.FAIL, None, _one_line(ret._return_value), job_dir
-        record: dict[str, Any] | None = None
-        if job_dir is not None:
-            try:
-                record = json.loads((Path(job_dir) / RESULT_FILE).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                record = None
-        if not isinstance(record, dict):  # no record: fall back on the task function's return value
+            return TrialState.FAIL, None, error_line(ret._return_value).strip(), job_dir
+        record = read_result(job_dir) if job_dir is not None else None
+        if record is None:  # no record: fall back on the task function's return value
             value = ret.return_value
             ok = isinstance(value, int | float) and math.isfinite(value) and self.metric == "val_gauc"
             if ok:
@@ -352,11 +347,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return str(value)
-
-
-def _one_line(exc: Any) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
 
 def _plain(node: Any) -> Any:

@@ -41,7 +41,9 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-batches", type=int, default=0, help="stop each epoch after N batches (0 = all)")
-    p.add_argument("--activation", choices=("prelu", "dice"), default="prelu", help="of the MLP and attention")
+    p.add_argument(
+        "--activation", choices=("prelu", "dice"), default="prelu", help="of the MLP and attention"
+    )
     p.add_argument("--seed", type=int, default=1)
     return p
 

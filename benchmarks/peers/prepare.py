@@ -30,7 +30,17 @@ from ctrbench import registry
 from ctrbench.engine.data import ArrayBatches
 
 PROTOCOL = {"max_len": 50, "test_frac": 0.2, "val_frac": 0.0, "seed": 0}
-COLUMNS = ("user", "item", "cat", "hist_item", "hist_cat", "hist_len", "neg_hist_item", "neg_hist_cat", "label")
+COLUMNS = (
+    "user",
+    "item",
+    "cat",
+    "hist_item",
+    "hist_cat",
+    "hist_len",
+    "neg_hist_item",
+    "neg_hist_cat",
+    "label",
+)
 
 
 def dataset_options(root: str) -> dict[str, object]:
@@ -68,7 +78,9 @@ def export(root: str, out: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", required=True, help="folder with MovieLens-100K's u.data and u.item")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "data")
     args = parser.parse_args()

@@ -46,6 +46,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     sparse: Any = "auto"  # auto | true | false
     sparse_min_rows: int = 100_000
+    fused: bool = True  # torch's fused (one kernel over all parameters) step for the dense part
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
@@ -132,6 +133,17 @@ class SplitOptimizer(torch.optim.Optimizer):
             part.load_state_dict(sd)
 
 
+def dense_optimizer(params: list[nn.Parameter], config: OptimConfig) -> torch.optim.Optimizer:
+    """``optim.name`` over dense parameters, fused when asked and the build of torch has it."""
+    cls = OPTIMIZERS[config.name]
+    if config.fused:
+        try:
+            return cls(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+        except (RuntimeError, TypeError):  # no fused kernel for this device / dtype / torch
+            pass
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
     """``optim.name`` over the dense parameters, its sparse counterpart over sparse tables."""
     sparse_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
@@ -139,7 +151,7 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
     sparse = [p for p in model.parameters() if id(p) in sparse_params]
     dense_opt = None
     if dense:
-        dense_opt = OPTIMIZERS[config.name](dense, lr=config.lr, weight_decay=config.weight_decay)
+        dense_opt = dense_optimizer(dense, config)
     if not sparse:
         assert dense_opt is not None
         return dense_opt

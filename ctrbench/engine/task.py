@@ -63,8 +63,11 @@ class CTRTask(pl.LightningModule):
         self._outputs: dict[int, list[tuple[torch.Tensor, ...]]] = {}
         self._sums: dict[str, torch.Tensor] = {}  # per-epoch sums of the training loss terms
         self._steps = 0
+        # wall time of the training loop (batch loading, step, hooks; evaluation excluded) and of
+        # evaluation (val + test forward passes and their metrics)
         self.train_seconds = 0.0
         self.train_samples = 0
+        self.eval_seconds = 0.0
         self._t0 = 0.0
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -75,16 +78,17 @@ class CTRTask(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
+        self._t0 = time.perf_counter()  # the per-epoch re-draw of negatives counts as training
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "resample"):
             datamodule.resample(self.current_epoch)
 
-    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
-        self._t0 = time.perf_counter()
-
     def on_train_batch_end(self, outputs, batch: Batch, batch_idx: int) -> None:
-        self.train_seconds += time.perf_counter() - self._t0
+        # from the previous batch's end (or the epoch's start): loading this batch counts too
+        now = time.perf_counter()
+        self.train_seconds += now - self._t0
         self.train_samples += len(batch[self.schema.label])
+        self._t0 = now
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         if self._encode is not None:
@@ -121,6 +125,9 @@ class CTRTask(pl.LightningModule):
         row = (batch[self.schema.label], logits, batch[self.schema.group])
         self._outputs.setdefault(dataloader_idx, []).append(tuple(t.detach().cpu() for t in row))
 
+    def on_validation_epoch_start(self) -> None:
+        self._eval_t0 = time.perf_counter()
+
     def on_validation_epoch_end(self) -> None:
         outputs, self._outputs = self._outputs, {}
         if self.trainer.sanity_checking:
@@ -134,6 +141,8 @@ class CTRTask(pl.LightningModule):
             metrics = evaluate(label, logits.astype(np.float64), group)
             for key, value in metrics.items():
                 record[f"{EVAL_SPLITS[idx]}_{key}"] = value
+        record["eval_s"] = time.perf_counter() - self._eval_t0
+        self.eval_seconds += record["eval_s"]
         self.history.append(record)
         loggable = {k: v for k, v in record.items() if k not in ("epoch", SELECT) and not math.isnan(v)}
         self.log_dict(loggable, add_dataloader_idx=False)

@@ -36,9 +36,11 @@ class LocalActivationUnit(nn.Module):
     * official: A = (W_k − W_d) + W_p·diag(v_A),   c = (W_q + W_d)·v_A + b
 
     (the official form's four weight blocks collapse exactly to three parameters: W_k' = W_k − W_d
-    and W_q' = W_q + W_d are learned directly). The layers after the first run only on valid
-    positions packed into 2-D, so padding costs nothing there and never enters the statistics of a
-    stateful activation (Dice). Returns raw scores (B, L), 0 at padded positions.
+    and W_q' = W_q + W_d are learned directly). The outer form runs as one batched matmul with the
+    per-sample A; the official one as a single GEMM of the valid positions' rows [e_j, v_A ⊙ e_j]
+    with [W_k', W_p], so padding costs nothing. The layers after the first run on the valid
+    positions packed into 2-D, so padding never enters the statistics of a stateful activation
+    (Dice) either. Returns raw scores (B, L), 0 at padded positions.
     """
 
     def __init__(
@@ -72,20 +74,33 @@ class LocalActivationUnit(nn.Module):
         self.act = activation(width, 2)
         self.rest = MLP(width, list(hidden[1:]), activation, out_dim=1)
 
-    def first_layer(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Pre-activations of the first layer for every position: (B, L, hidden[0])."""
+    def first_layer(
+        self, query: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Pre-activations of the first layer: (B, L, hidden[0]) for every position, or (N, hidden[0])
+        at ``positions``, flat indices into the (B·L) positions."""
         if self.project is not None:
             query = self.project(query)
+        shared = self.query(query)  # c(v_A): the candidate's share, once per sample
+        b, length, dim = keys.shape
         if self.features == "outer":
             a = self.key + torch.einsum("hkq,bq->bhk", self.inter, query)
+            pre = torch.baddbmm(shared[:, None, :], keys, a.transpose(1, 2))
+            return pre if positions is None else pre.reshape(b * length, -1).index_select(0, positions)
+        # official: A(v_A)·e_j = W_k'·e_j + W_p·(v_A ⊙ e_j), one GEMM over the rows [e_j, v_A ⊙ e_j]
+        flat = keys.reshape(b * length, dim)
+        if positions is None:
+            rows = torch.arange(b, device=keys.device).repeat_interleave(length)
         else:
-            a = self.key + self.inter * query[:, None, :]
-        return torch.baddbmm(self.query(query)[:, None, :], keys, a.transpose(1, 2))
+            flat, rows = flat.index_select(0, positions), torch.div(positions, length, rounding_mode="floor")
+        x = torch.cat([flat, flat * query.index_select(0, rows)], 1)
+        pre = torch.addmm(shared.index_select(0, rows), x, torch.cat([self.key, self.inter], 1).t())
+        return pre if positions is not None else pre.view(b, length, -1)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pre = self.first_layer(query, keys)
-        valid = self.rest(self.act(pre[mask])).squeeze(-1)
-        return torch.zeros(mask.shape, dtype=valid.dtype, device=valid.device).masked_scatter(mask, valid)
+        positions = mask.reshape(-1).nonzero().squeeze(1)  # valid positions, flat
+        valid = self.rest(self.act(self.first_layer(query, keys, positions))).squeeze(-1)
+        return valid.new_zeros(mask.numel()).index_copy(0, positions, valid).view(mask.shape)
 
 
 class BilinearScore(nn.Module):

@@ -6,17 +6,14 @@ of a row is read at its last valid position (:func:`last_state`), whatever the g
 past it. Gate weights follow ``torch.nn.GRU``'s layout (rows r, z, n; ``u = σ(W_z i + b_iz +
 U_z h + b_hz)``; the candidate is ``h̃ = tanh(W_n i + b_in + r ∘ (U_n h + b_hn))``, eq. 5).
 
-Speed (CPU, 2 threads, batch 256, L = 50, input = hidden = 36, forward + backward, min / median
-of 48 interleaved runs on a shared 2-core machine, load ≈ 1.5):
-
-    AUGRU loop   eager 28.0 / 34.6 ms   script 32.3 / 38.5 ms   compile 29.5 / 36.6 ms (+11–28 s warm-up)
-    AGRU loop    eager 21.7 / 25.9 ms   script 21.3 / 26.3 ms
-    extractor    nn.GRU on the padded batch 22.1 / 29.8 ms, packed 34.7 / 52.6 ms (synthetic lengths,
-                 batch max ≈ 45, mean ≈ 16: 28.0 / 38.2 vs 29.7 / 40.0 ms)
-
-so ``eager`` is the default loop (``script`` and ``compile`` compute the same and stay selectable)
-and the extractor runs unpacked. Iterating over ``unbind`` of a time-major projection matters
-more than any of these: indexing ``gi[:, t]`` per step made the backward O(T²) (40 ms).
+Speed: the recurrences run by default in a compiled C kernel with a hand-written backward
+(:mod:`ctrbench.nn.recurrence`, :mod:`ctrbench.nn.native`), valid steps only, rows split over
+threads. CPU, batch 256, L = 50, H = 32, AUGRU forward + backward: kernel 12 ms on one thread
+(7–10 ms on two), the eager loop below 22–35 ms, ``torch.nn.GRU`` 21–26 ms (2-core machine). The
+eager, scripted and compiled Python loops stay selectable (``loop=``) and are the fallback where
+the kernel cannot run (no C compiler, CUDA tensors, float64). Iterating over ``unbind`` of a
+time-major projection matters in the eager loop: indexing ``gi[:, t]`` per step made the backward
+O(T²).
 """
 
 from __future__ import annotations
@@ -27,9 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctrbench.nn import recurrence as rec
+
 KINDS = ("aigru", "agru", "augru")
 GATES = ("paper", "official")
-LOOPS = ("eager", "script", "compile")
+LOOPS = ("native", "eager", "script", "compile")
 
 # modes of the attentional recurrence (literals in the loop: TorchScript reads no globals)
 _AGRU, _AUGRU_PAPER, _AUGRU_OFFICIAL = 0, 1, 2
@@ -126,28 +125,35 @@ def compiled_loop(
 
 
 LOOP_FNS = {"script": scripted_loop, "eager": attention_gru_loop, "compile": compiled_loop}
+NATIVE_MODES = {_AGRU: rec.AGRU, _AUGRU_PAPER: rec.AUGRU_PAPER, _AUGRU_OFFICIAL: rec.AUGRU_OFFICIAL}
 
 
 class InterestExtractor(nn.Module):
     """Interest extractor layer (DIEN eq. 3–6): a GRU over the behaviours e_1..e_T.
 
     ``forward(x (B, L, I), lengths (B,))`` → states h_t (B, L, H), zero at padded positions.
-    ``pack=True`` runs it on packed sequences instead of the padded batch (same result, slower
-    here). ``torch.nn.GRU``'s z gates the previous state, h_t = (1 − z)∘h̃_t + z∘h_{t−1}: eq. 6
+    The input projections of all steps are one matmul; the recurrence runs in the compiled kernel
+    (:mod:`ctrbench.nn.recurrence`, valid steps only) when it is available for the inputs, else
+    in ``torch.nn.GRU`` over the padded batch (``pack=True``: on packed sequences; same result).
+    ``torch.nn.GRU``'s z gates the previous state, h_t = (1 − z)∘h̃_t + z∘h_{t−1}: eq. 6
     with u_t = 1 − z_t, the same family. Also the two GRUs of the "two layer GRU attention" model.
     """
 
-    def __init__(self, input_dim: int, hidden: int, pack: bool = False) -> None:
+    def __init__(self, input_dim: int, hidden: int, pack: bool = False, native: bool = True) -> None:
         super().__init__()
         self.gru = nn.GRU(input_dim, hidden, batch_first=True)
-        self.pack = pack
+        self.pack, self.native = pack, native
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         width = x.shape[1]
         steps = _steps(lengths, width)
         if steps == 0:
             return x.new_zeros(x.shape[0], width, self.gru.hidden_size)
-        if self.pack:
+        g = self.gru
+        if self.native and not self.pack and rec.native_ok(x, g.weight_hh_l0):
+            gi = F.linear(x[:, :steps], g.weight_ih_l0, g.bias_ih_l0)  # all steps in one matmul
+            states = rec.recurrence(gi, None, g.weight_hh_l0, g.bias_hh_l0, rec.GRU, lengths)
+        elif self.pack:
             packed = nn.utils.rnn.pack_padded_sequence(
                 x[:, :steps], lengths.clamp(1, steps).cpu(), batch_first=True, enforce_sorted=False
             )
@@ -167,13 +173,15 @@ class InterestEvolution(nn.Module):
       ``h' = u·h + (1 − u)·h̃`` (a = 0 is a plain GRU step, a = 1 takes the candidate).
 
     Input projections of all steps are one matmul; only U·h' runs inside the time loop, for the
-    batch's longest length. ``loop`` picks the loop implementation (``script``, ``eager``,
-    ``compile``; identical results). ``forward(x (B, L, I), att (B, L), lengths (B,))`` →
+    batch's longest length. ``loop`` picks the loop implementation: ``native`` (the compiled
+    kernel of :mod:`ctrbench.nn.recurrence`, valid steps only; ``eager`` where it cannot run),
+    ``eager``, ``script`` or ``compile`` (identical results up to rounding).
+    ``forward(x (B, L, I), att (B, L), lengths (B,))`` →
     (states (B, L, H) zero at padding, final state h'_T (B, H), zeros for empty rows).
     """
 
     def __init__(
-        self, input_dim: int, hidden: int, kind: str = "augru", gate: str = "paper", loop: str = "eager"
+        self, input_dim: int, hidden: int, kind: str = "augru", gate: str = "paper", loop: str = "native"
     ) -> None:
         super().__init__()
         if kind not in KINDS:
@@ -206,7 +214,12 @@ class InterestEvolution(nn.Module):
         if self.kind == "aigru":
             states = self.gru(x * att.unsqueeze(-1))[0]
         else:
-            gi = F.linear(x.transpose(0, 1), self.weight_ih, self.bias_ih)  # all steps in one matmul
-            att_t = att.t().unsqueeze(-1)
-            states = LOOP_FNS[self.loop](gi, att_t, self.weight_hh, self.bias_hh, self.mode)
+            if self.loop == "native" and rec.native_ok(x, att, self.weight_hh):
+                gi = F.linear(x, self.weight_ih, self.bias_ih)  # all steps in one matmul
+                mode = NATIVE_MODES[self.mode]
+                states = rec.recurrence(gi, att, self.weight_hh, self.bias_hh, mode, lengths)
+            else:  # native unavailable (no compiler, not float32 on the CPU): the eager loop
+                gi = F.linear(x.transpose(0, 1), self.weight_ih, self.bias_ih)  # all steps in one matmul
+                loop = "eager" if self.loop == "native" else self.loop
+                states = LOOP_FNS[loop](gi, att.t().unsqueeze(-1), self.weight_hh, self.bias_hh, self.mode)
         return _finish(states, lengths, width), last_state(states, lengths.clamp(max=steps))

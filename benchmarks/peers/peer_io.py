@@ -62,11 +62,13 @@ def peak_rss_mb() -> float:
 
 
 class Clock:
-    """Accumulates the seconds spent inside ``with clock.train():`` and the samples trained."""
+    """Accumulates the seconds spent inside ``with clock.train():`` and the samples trained;
+    ``extra`` holds more fields for the result (``flops_per_sample``, ``tool_version``)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.samples = 0
+        self.extra: dict[str, object] = {}
 
     @contextmanager
     def train(self, samples: int):
@@ -74,6 +76,16 @@ class Clock:
         yield
         self.seconds += time.perf_counter() - t0
         self.samples += samples
+
+
+def step_flops(step, samples: int) -> float:
+    """FLOPs per training sample of ``step()`` (one forward + backward pass), as torch's
+    FlopCounterMode counts them (matrix products; elementwise work is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops() / samples
 
 
 def write_result(
@@ -123,5 +135,5 @@ def run(main, tool: str, args: argparse.Namespace) -> None:
         write_result(args.out, tool=tool, args=args, clock=clock, predictions=None, error=one_line(exc))
         print(f"{tool} {args.model}: crashed: {one_line(exc)}", file=sys.stderr)
         return
-    write_result(args.out, tool=tool, args=args, clock=clock, predictions=preds)
+    write_result(args.out, tool=tool, args=args, clock=clock, predictions=preds, **clock.extra)
     print(f"{tool} {args.model}: {clock.samples / max(clock.seconds, 1e-9):,.0f} samples/s", file=sys.stderr)

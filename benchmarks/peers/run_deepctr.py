@@ -81,6 +81,26 @@ def build(args, meta: dict):
     return model, get_feature_names(columns)
 
 
+def flops_per_sample(model, train: dict[str, np.ndarray], size: int) -> float:
+    """One training step as DeepCTR-Torch's ``fit`` does it (feature columns concatenated in
+    ``feature_index`` order, summed BCE + regularization + auxiliary loss), on a copy."""
+    import copy
+
+    import torch
+
+    twin = copy.deepcopy(model)
+    cols = [train[name][:size].reshape(size, -1) for name in twin.feature_index]
+    x = torch.from_numpy(np.concatenate(cols, axis=-1)).float()
+    y = torch.from_numpy(train["label"][:size]).float()
+
+    def step() -> None:
+        pred = twin(x).squeeze()
+        loss = twin.loss_func(pred, y, reduction="sum") + twin.get_regularization_loss() + twin.aux_loss
+        loss.backward()
+
+    return peer_io.step_flops(step, size)
+
+
 def main(args, clock: peer_io.Clock) -> np.ndarray:
     import deepctr_torch
     import torch
@@ -94,6 +114,7 @@ def main(args, clock: peer_io.Clock) -> np.ndarray:
     train, test, meta = peer_io.load(args.data)
     model, names = build(args, meta)
 
+    clock.extra["flops_per_sample"] = flops_per_sample(model, train, args.batch_size)
     n, cap = len(train["label"]), args.max_batches * args.batch_size
     if not cap or cap >= n:  # the plain case: one fit() over every training row
         with clock.train(n * args.epochs):

@@ -55,6 +55,7 @@ the model's ``y_pred`` (sigmoid output) in eval mode without gradients, in test.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import sys
@@ -189,6 +190,9 @@ def main(args, clock: peer_io.Clock) -> np.ndarray:
     model = build(args, fmap)
 
     n = len(train["label"])
+    first = {c: t[: args.batch_size] for c, t in train_t.items()}
+    twin = copy.deepcopy(model)  # counted on a copy: the measured run starts untouched
+    clock.extra["flops_per_sample"] = peer_io.step_flops(lambda: twin.train_step(first), args.batch_size)
     gen = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
         model.train()

@@ -65,6 +65,9 @@ class PlainDIN(nn.Module):
         d = peer_io.EMB_DIM
         self.item = nn.Embedding(n_items, d, padding_idx=0)
         self.cat = nn.Embedding(n_cats, d, padding_idx=0)
+        for table in (self.item, self.cat):  # small initial embeddings, as the peers have
+            nn.init.normal_(table.weight, std=0.01)
+            table.weight.data[0] = 0
         self.att = Attention(2 * d, kind)
         self.mlp = mlp([4 * d, *peer_io.MLP_HIDDEN], kind)
 
@@ -142,6 +145,14 @@ def main(args, clock: peer_io.Clock) -> np.ndarray:
     opt = torch.optim.Adam(model.parameters(), lr=peer_io.LR)
     tensors = {k: torch.from_numpy(v) for k, v in train.items()}
     gen = torch.Generator().manual_seed(args.seed)
+    first = {k: v[: args.batch_size] for k, v in tensors.items()}
+
+    def step() -> None:
+        logits, aux = model(first)
+        (F.binary_cross_entropy_with_logits(logits, first["label"]) + aux).backward()
+
+    clock.extra["flops_per_sample"] = peer_io.step_flops(step, args.batch_size)
+    opt.zero_grad()
     for _ in range(args.epochs):
         model.train()
         order = torch.randperm(len(tensors["label"]), generator=gen)

@@ -1,4 +1,5 @@
-"""The compiled CPU kernel of the GRU-family recurrences (``kernels/recurrence.c``).
+"""The compiled CPU kernels: GRU-family recurrences (``kernels/recurrence.c``) and PReLU
+(``kernels/prelu.c``).
 
 Why C: each recurrence step is a 32×96 matrix-vector product and a few gates per row, far too
 small for torch's per-operator dispatch (a GRU step costs ~130 µs in eager torch on one core,
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).parent / "kernels" / "recurrence.c"
+SOURCES = [Path(__file__).parent / "kernels" / name for name in ("recurrence.c", "prelu.c")]
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared"]
 ENV_DISABLE = "CTRBENCH_NO_NATIVE"  # set to 1 to force the PyTorch implementation
 
@@ -52,16 +53,16 @@ def _cpu_tag() -> str:
 
 
 def _build(compiler: str) -> Path:
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     key = hashlib.sha256(source + " ".join([compiler, *FLAGS, _cpu_tag()]).encode()).hexdigest()[:16]
-    target = cache_dir() / f"recurrence-{key}.so"
+    target = cache_dir() / f"ctrbench-{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
         subprocess.run(
-            [compiler, *FLAGS, str(SOURCE), "-o", str(out), "-lm"],
+            [compiler, *FLAGS, *map(str, SOURCES), "-o", str(out), "-lm"],
             check=True,
             capture_output=True,
             text=True,
@@ -94,29 +95,31 @@ def kernel() -> ctypes.CDLL | None:
     lib.rec_forward.argtypes = [p, p, p, p, p, ctypes.c_int, i64, i64, i64, i64, i64, p, p, p, p, p]
     lib.rec_backward.argtypes = [p, p, p, p, ctypes.c_int, i64, i64, i64, i64, i64, *[p] * 8]
     lib.rec_forward.restype = lib.rec_backward.restype = ctypes.c_int
+    lib.prelu_forward.argtypes = [p, p, p, i64, i64, i64]
+    lib.prelu_backward.argtypes = [p, p, p, p, p, i64, i64, i64]
+    lib.prelu_forward.restype = lib.prelu_backward.restype = None
     return lib
 
 
 _pool: ThreadPoolExecutor | None = None
 
 
-def run_rows(fn, rows: int) -> None:
-    """Call ``fn(row0, row1)`` over [0, rows) split into torch.get_num_threads() chunks, in parallel."""
-    global _pool
-    parts = max(1, min(torch.get_num_threads(), rows // 16))
-    if parts == 1:
-        _check(fn(0, rows))
-        return
-    if _pool is None or _pool._max_workers < parts:
-        _pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="ctrbench-rec")
+def chunks(rows: int, min_rows: int = 16) -> list[tuple[int, int]]:
+    """[0, rows) split into up to torch.get_num_threads() chunks of at least ``min_rows``."""
+    parts = max(1, min(torch.get_num_threads(), rows // min_rows))
     bounds = [rows * i // parts for i in range(parts + 1)]
-    for status in _pool.map(fn, bounds[:-1], bounds[1:]):
-        _check(status)
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def _check(status: int) -> None:
-    if status != 0:
-        raise RuntimeError("recurrence kernel: hidden size above its limit of 512")
+def run_rows(fn, rows: int, min_rows: int = 16) -> list:
+    """``fn(row0, row1)`` over the :func:`chunks` of [0, rows), in parallel; their results."""
+    global _pool
+    parts = chunks(rows, min_rows)
+    if len(parts) == 1:
+        return [fn(*parts[0])]
+    if _pool is None or _pool._max_workers < len(parts):
+        _pool = ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="ctrbench-kernel")
+    return list(_pool.map(lambda part: fn(*part), parts))
 
 
 def ptr(t: torch.Tensor | None) -> int | None:

@@ -146,11 +146,13 @@ class NativeRecurrence(torch.autograd.Function):
         u_s = gi.new_empty(batch, steps, hidden) if mode != AGRU else gi.new_empty(0)
         args = [gi, att, w_t, b_hh, lengths]
         outs = [states, r_s, u_s, n_s, ghn_s]
-        native.run_rows(
-            lambda r0, r1: lib.rec_forward(  # type: ignore[union-attr]
-                *map(native.ptr, args), mode, steps, batch, hidden, r0, r1, *map(native.ptr, outs)
-            ),
-            batch,
+        _check(
+            native.run_rows(
+                lambda r0, r1: lib.rec_forward(  # type: ignore[union-attr]
+                    *map(native.ptr, args), mode, steps, batch, hidden, r0, r1, *map(native.ptr, outs)
+                ),
+                batch,
+            )
         )
         ctx.mode = mode
         ctx.save_for_backward(att, w_hh, lengths, states, r_s, u_s, n_s, ghn_s)
@@ -169,11 +171,13 @@ class NativeRecurrence(torch.autograd.Function):
         d_att = None if att is None else grad_states.new_empty(batch, steps)
         args = [grad_states, att, w_hh.contiguous(), lengths]
         outs = [states, r_s, u_s, n_s, ghn_s, d_gi, d_ghn, d_att]
-        native.run_rows(
-            lambda r0, r1: lib.rec_backward(  # type: ignore[union-attr]
-                *map(native.ptr, args), mode, steps, batch, hidden, r0, r1, *map(native.ptr, outs)
-            ),
-            batch,
+        _check(
+            native.run_rows(
+                lambda r0, r1: lib.rec_backward(  # type: ignore[union-attr]
+                    *map(native.ptr, args), mode, steps, batch, hidden, r0, r1, *map(native.ptr, outs)
+                ),
+                batch,
+            )
         )
         # gradients of U_h and b_h: GEMMs over all steps, h_{t−1} = the states shifted by one
         # (the r and z|u rows of dL/d(U h + b_h) equal those of d_gi, the n rows are d_ghn)
@@ -183,6 +187,11 @@ class NativeRecurrence(torch.autograd.Function):
         d_w = torch.cat([head.t().mm(prev), tail.t().mm(prev)])
         d_b = torch.cat([head.sum(0), tail.sum(0)])
         return d_gi, d_att, d_w, d_b, None, None
+
+
+def _check(statuses: list[int]) -> None:
+    if any(statuses):
+        raise RuntimeError("recurrence kernel: hidden size above its limit of 512")
 
 
 def native_ok(*tensors: torch.Tensor | None) -> bool:

@@ -1,4 +1,4 @@
-"""A built wheel carries conf/ and composes outside the source tree."""
+"""A built wheel carries conf/ and the kernel sources, and composes outside the source tree."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def test_wheel_composes_outside_source_tree(tmp_path: Path) -> None:
     wheel = next(tmp_path.glob("ctrbench-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "ctrbench/conf/config.yaml" in names and "ctrbench/conf/trainer/default.yaml" in names
+    assert "ctrbench/nn/kernels/recurrence.c" in names and "ctrbench/nn/kernels/prelu.c" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     env = dict(os.environ, PYTHONPATH=str(site))

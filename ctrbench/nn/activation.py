@@ -52,7 +52,10 @@ def native_prelu_ok(x: torch.Tensor, weight: torch.Tensor) -> bool:
 class NativePReLU(torch.autograd.Function):
     """PReLU of (N, C) rows with a per-channel slope in the compiled kernel (``kernels/prelu.c``):
     torch's CPU backward for this case costs ~10× a pass over the data (measured 3.3 ms for
-    10,000 × 80 on two threads); here one pass gives both gradients, rows split over threads."""
+    10,000 × 80 on two threads); here one pass gives both gradients. Memory-bound: below
+    ``THREADED`` numbers one thread is faster than handing halves to two (measured)."""
+
+    THREADED = 1 << 22
 
     @staticmethod
     def forward(ctx, x, weight):  # type: ignore[override]
@@ -62,7 +65,7 @@ class NativePReLU(torch.autograd.Function):
         native.run_rows(
             lambda r0, r1: lib.prelu_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), c, r0, r1),  # type: ignore[union-attr]
             x.shape[0],
-            256,
+            _min_rows(c),
         )
         ctx.save_for_backward(x, weight)
         return out
@@ -73,7 +76,7 @@ class NativePReLU(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
         gx = torch.empty_like(x)
-        parts = native.chunks(x.shape[0], 256)
+        parts = native.chunks(x.shape[0], _min_rows(x.shape[1]))
         gw = x.new_empty(len(parts), x.shape[1])  # one slope gradient per chunk, summed below
         c = x.shape[1]
         native.run_rows(
@@ -88,6 +91,11 @@ class NativePReLU(torch.autograd.Function):
                 r1,
             ),  # fmt: skip
             x.shape[0],
-            256,
+            _min_rows(c),
         )
         return gx, gw.sum(0)
+
+
+def _min_rows(width: int) -> int:
+    """Rows per thread of the PReLU kernel: whole arrays below NativePReLU.THREADED numbers."""
+    return max(1, NativePReLU.THREADED // max(width, 1))

@@ -55,7 +55,9 @@ def measure(name: str, args) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="din,dien")
     parser.add_argument("--candidates", type=int, default=200)
     parser.add_argument("--history", type=int, default=50)

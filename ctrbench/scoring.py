@@ -59,28 +59,7 @@ class Scorer:
 
     def batch(self, user: Mapping[str, Any], candidates: Mapping[str, Ids]) -> dict[str, torch.Tensor]:
         """The model's input batch: one row per candidate."""
-        n = len(next(iter(candidates.values())))
-        out: dict[str, torch.Tensor] = {}
-        for f in self.schema.fields:
-            if f.negative_of is not None:
-                continue
-            if f.kind == "sequence":
-                ids = np.asarray(user.get(f.name, []), dtype=np.int64)
-                hist = torch.as_tensor(ids)[-self.schema.max_len :]
-                width = max(len(hist), 1)
-                row = torch.zeros(width, dtype=torch.long)
-                row[: len(hist)] = hist
-                out[f.name] = row.expand(n, width)
-                if f.length:
-                    out[f.length] = torch.full((n,), len(hist), dtype=torch.long)
-            elif f.name in candidates:
-                out[f.name] = torch.as_tensor(np.asarray(candidates[f.name]))
-            elif f.kind == "dense":
-                value = torch.as_tensor(np.asarray(user[f.name], dtype=np.float32)).reshape(1, -1)
-                out[f.name] = value.expand(n, -1)
-            else:
-                out[f.name] = torch.full((n,), int(user.get(f.name, 0)), dtype=torch.long)
-        return {k: v.to(self.device) for k, v in out.items()}
+        return {k: v.to(self.device) for k, v in build_batch(self.schema, user, candidates).items()}
 
     @torch.inference_mode()
     def score(self, user: Mapping[str, Any], candidates: Mapping[str, Ids]) -> np.ndarray:
@@ -90,3 +69,32 @@ class Scorer:
         out = self.model(batch)
         logits = out[0] if isinstance(out, tuple) else out
         return torch.sigmoid(logits).float().cpu().numpy()
+
+
+def build_batch(
+    schema: Schema, user: Mapping[str, Any], candidates: Mapping[str, Ids], width: int | None = None
+) -> dict[str, torch.Tensor]:
+    """One row per candidate: the user's fields and history (its last ``max_len`` behaviours,
+    padded to ``width`` or its own length) repeated, the candidate fields per row, a categorical
+    field given in neither 0. Sampled negatives are not inputs."""
+    n = len(next(iter(candidates.values())))
+    out: dict[str, torch.Tensor] = {}
+    for f in schema.fields:
+        if f.negative_of is not None:
+            continue
+        if f.kind == "sequence":
+            ids = np.asarray(user.get(f.name, []), dtype=np.int64)
+            hist = torch.as_tensor(ids)[-schema.max_len :]
+            row = torch.zeros(max(width or len(hist), 1), dtype=torch.long)
+            row[: len(hist)] = hist
+            out[f.name] = row.expand(n, len(row))
+            if f.length:
+                out[f.length] = torch.full((n,), len(hist), dtype=torch.long)
+        elif f.name in candidates:
+            out[f.name] = torch.as_tensor(np.asarray(candidates[f.name]))
+        elif f.kind == "dense":
+            value = torch.as_tensor(np.asarray(user[f.name], dtype=np.float32)).reshape(1, -1)
+            out[f.name] = value.expand(n, -1)
+        else:
+            out[f.name] = torch.full((n,), int(user.get(f.name, 0)), dtype=torch.long)
+    return out

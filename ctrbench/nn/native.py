@@ -24,7 +24,9 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,6 +35,7 @@ import torch
 SOURCES = [Path(__file__).parent / "kernels" / name for name in ("recurrence.c", "prelu.c")]
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared"]
 ENV_DISABLE = "CTRBENCH_NO_NATIVE"  # set to 1 to force the PyTorch implementation
+FALLBACK = "DIEN's recurrences and PReLU run in PyTorch instead (slower, same results)"
 
 
 def cache_dir() -> Path:
@@ -72,22 +75,40 @@ def _build(compiler: str) -> Path:
     return target
 
 
-@lru_cache(maxsize=1)
+_disabled = 0
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Inside, every caller takes its PyTorch path (e.g. so that a trace sees torch operations only)."""
+    global _disabled
+    _disabled += 1
+    try:
+        yield
+    finally:
+        _disabled -= 1
+
+
 def kernel() -> ctypes.CDLL | None:
-    """The loaded kernel library, or None (PyTorch fallback) with one warning saying why."""
-    if os.environ.get(ENV_DISABLE):
+    """The loaded kernel library, or None: disabled, or unavailable (then one warning says why)."""
+    if _disabled or os.environ.get(ENV_DISABLE):
         return None
+    return _load()
+
+
+@lru_cache(maxsize=1)
+def _load() -> ctypes.CDLL | None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        warnings.warn("no C compiler found: DIEN's recurrences run in PyTorch (slower)", stacklevel=2)
+        warnings.warn(f"no C compiler found: {FALLBACK}", stacklevel=2)
         return None
     try:
         lib = ctypes.CDLL(str(_build(compiler)))
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
         warnings.warn(
-            f"building the recurrence kernel failed ({detail.strip().splitlines()[-1] if detail else exc}): "
-            "DIEN's recurrences run in PyTorch (slower)",
+            f"building ctrbench's kernels failed ({detail.strip().splitlines()[-1] if detail else exc}): "
+            + FALLBACK,
             stacklevel=2,
         )
         return None

@@ -1,0 +1,1 @@
+"""A ctrbench plugin package: the template a third party copies (see its README)."""

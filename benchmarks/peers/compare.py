@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from prepare import PROTOCOL
 from rich.console import Console
 from rich.table import Table
 
@@ -37,31 +38,12 @@ ROOT = HERE.parents[1]
 
 # ctrbench's options for the comparison's dimensions (see peer_io); DIEN as FuxiCTR's: GRU width =
 # behaviour width (32), the official MLP attention with softmax
-DATASET = {"max_len": 50, "test_frac": 0.2, "val_frac": 0.0, "seed": 0}
+DATASET = PROTOCOL  # the split prepare.py exported, rebuilt by ctrbench's own loader
+DIEN = {"emb_dim": 16, "hidden": 32, "att_form": "mlp", "att_mlp": [80, 40], "mlp": [200, 80]}
 CTRBENCH_MODELS = {
     "din": ("din", {"emb_dim": 16, "att_features": "official", "att_mlp": [80, 40], "mlp": [200, 80]}),
-    "dien": (
-        "dien",
-        {
-            "emb_dim": 16,
-            "hidden": 32,
-            "att_form": "mlp",
-            "att_mlp": [80, 40],
-            "mlp": [200, 80],
-            "aux_head": "mlp",
-        },
-    ),
-    "dien (inner aux)": (
-        "dien",
-        {
-            "emb_dim": 16,
-            "hidden": 32,
-            "att_form": "mlp",
-            "att_mlp": [80, 40],
-            "mlp": [200, 80],
-            "aux_head": "inner",
-        },
-    ),
+    "dien": ("dien", {**DIEN, "aux_head": "mlp"}),
+    "dien (inner aux)": ("dien", {**DIEN, "aux_head": "inner"}),
 }
 
 

@@ -301,3 +301,17 @@ def test_curve_series_mean_std_per_epoch_and_png(tmp_path: Path) -> None:
     assert (
         plot_curves([_curve_record("none", 1, 0, [0.7])], tmp_path / "one.png") is None
     )  # one epoch: no plot
+
+
+def test_curves_put_dien_target_and_auxiliary_loss_on_one_panel(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    from ctrbench.results.curves import plot_curves
+
+    plain = [_curve_record("none", 1, 0, [0.70, 0.72])]
+    with_aux = [_curve_record("none", 1, 0, [0.70, 0.72])]
+    for e, epoch in enumerate(with_aux[0]["epochs"]):
+        epoch.update(train_ctr_loss=0.6 - 0.1 * e, train_aux=0.9 - 0.2 * e)
+    narrow = matplotlib.image.imread(str(plot_curves(plain, tmp_path / "a.png")))
+    wide = matplotlib.image.imread(str(plot_curves(with_aux, tmp_path / "b.png")))
+    assert wide.shape[1] > narrow.shape[1]  # one more panel: the target and the auxiliary loss

@@ -16,7 +16,8 @@ import numpy as np
 
 from ctrbench.results.summary import group_records, row_labels, summary_row
 
-CURVE_METRICS = ("train_loss", "val_auc", "test_auc")
+CURVE_METRICS = ("train_loss", "val_logloss", "val_auc", "val_gauc", "test_auc")
+AUX_PANEL = "target and auxiliary loss"  # DIEN Fig. 2: train_ctr_loss (solid) and train_aux (dashed)
 
 
 def curve_series(
@@ -42,10 +43,21 @@ def curve_series(
 def plot_curves(
     records: Sequence[Mapping[str, Any]],
     path: str | os.PathLike[str],
-    metrics: Sequence[str] = ("train_loss", "test_auc"),
+    metrics: Sequence[str] = CURVE_METRICS,
 ) -> Path | None:
-    """Write a PNG with one panel per metric; None (nothing written) when no run has 2+ epochs."""
+    """Write a PNG with one panel per metric (metrics no run has are left out), plus DIEN Fig. 2's
+    panel — the target and the auxiliary loss over epochs on one plot — when runs have an
+    auxiliary loss; None (nothing written) when no run has 2+ epochs."""
     series = {m: curve_series(records, m) for m in metrics}
+    series = {m: s for m, s in series.items() if s}
+    aux = curve_series(records, "train_aux")
+    if aux:
+        series[AUX_PANEL] = {}
+        metrics = [*series]
+    else:
+        metrics = list(series)
+    if not metrics:
+        return None
     if not any(len(x[0]) > 1 for s in series.values() for x in s.values()):
         return None
     import matplotlib
@@ -55,6 +67,25 @@ def plot_curves(
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
+        if metric == AUX_PANEL:
+            target = curve_series(records, "train_ctr_loss")
+            for label, (epochs, mean, _) in aux.items():
+                (line,) = ax.plot(epochs, mean, "--", marker="o", ms=3, label=f"{label} aux")
+                if label in target:
+                    ax.plot(
+                        *target[label][:2],
+                        "-",
+                        marker="o",
+                        ms=3,
+                        color=line.get_color(),
+                        label=f"{label} target",
+                    )
+            ax.set_xlabel("epoch")
+            ax.set_title(metric)
+            ax.grid(alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.legend(fontsize=7)
+            continue
         for label, (epochs, mean, std) in series[metric].items():
             (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=label)
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)

@@ -315,3 +315,21 @@ def test_curves_put_dien_target_and_auxiliary_loss_on_one_panel(tmp_path: Path) 
     narrow = matplotlib.image.imread(str(plot_curves(plain, tmp_path / "a.png")))
     wide = matplotlib.image.imread(str(plot_curves(with_aux, tmp_path / "b.png")))
     assert wide.shape[1] > narrow.shape[1]  # one more panel: the target and the auxiliary loss
+
+
+def test_relaimpr_bars_are_per_seed_mean_and_std_against_the_base(tmp_path: Path) -> None:
+    from ctrbench.results.bars import plot_relaimpr, relaimpr_series
+
+    records = [
+        _record("base", 1, 0, auc=0.60),
+        _record("base", 2, 1, auc=0.62),
+        _record("din", 1, 2, auc=0.66),
+        _record("din", 2, 3, auc=0.68),
+    ]
+    series = relaimpr_series(records, "base")
+    assert list(series) == ["din"]  # the base row itself gets no bar
+    per_seed = [((a - 0.5) / (0.61 - 0.5) - 1) * 100 for a in (0.66, 0.68)]  # DIN eq. 11 vs base's mean
+    assert series["din"] == pytest.approx((np.mean(per_seed), np.std(per_seed, ddof=1)))
+    png = plot_relaimpr(records, tmp_path / "relaimpr.png")
+    assert png is not None and png.stat().st_size > 5000
+    assert plot_relaimpr(records[:2], tmp_path / "none.png") is None  # nothing to compare

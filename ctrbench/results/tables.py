@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ctrbench.results.bars import plot_relaimpr
 from ctrbench.results.curves import plot_curves
 from ctrbench.results.paper import TABLES, PaperLayout, PaperRow, layout, paper_key
 from ctrbench.results.record import read_results
@@ -309,6 +310,9 @@ def render(
     curves = plot_curves(records, Path(root if out_dir is None else out_dir) / "curves.png")
     if curves is not None:
         paths["curves"] = curves
+    bars = plot_relaimpr(records, Path(root if out_dir is None else out_dir) / "relaimpr.png", base_model)
+    if bars is not None:
+        paths["relaimpr"] = bars
     title = f"ctrbench summary: {root}" + (f"\n{laid_out.table.title}" if laid_out else "")
     console.print(rich_table(rows, title=title, paper=laid_out))
     if laid_out is not None:

@@ -61,3 +61,19 @@ def test_wrong_model_for_a_figure_is_one_line(runs) -> None:
     with pytest.raises(SystemExit) as exit_info:
         figures.main(["evolution", str(runs["din"])])
     assert "needs a DIEN-family model" in str(exit_info.value)
+
+
+def test_tsne_and_pca_inputs_come_from_the_model(runs, tmp_path: Path) -> None:
+    scorer, data = figures.load(runs["din"])
+    batch = figures.pick_row(data, None)
+    before = figures.embedding_figure(scorer, data, batch, tmp_path / "e1.png").read_bytes()
+    with torch.no_grad():
+        scorer.model.embeddings.tables["item"].weight.mul_(-3.0)
+    assert figures.embedding_figure(scorer, data, batch, tmp_path / "e2.png").read_bytes() != before
+
+    scorer, data = figures.load(runs["dien"])
+    batch = figures.pick_row(data, None)
+    before = figures.evolution_figure(scorer, data, batch, tmp_path / "p1.png").read_bytes()
+    with torch.no_grad():
+        scorer.model.interest.evolution.weight_hh.mul_(2.0)
+    assert figures.evolution_figure(scorer, data, batch, tmp_path / "p2.png").read_bytes() != before

@@ -22,8 +22,8 @@ class PReLU(nn.Module):
     """PReLU over the last dimension, f(s) = s if s > 0 else a·s (DIN eq. 8 / He et al. 2015).
 
     ``torch.nn.PReLU`` puts channels on dim 1, which is wrong for (B, L, W) attention inputs;
-    this one applies the slope over the last dimension for any rank, through torch's fused PReLU
-    kernel (one pass forward and backward) on the (N, W) view.
+    this one applies the slope over the last dimension for any rank, on the (N, W) view: through
+    :class:`NativePReLU` where the compiled kernel runs, else ``torch.nn.functional.prelu``.
     """
 
     def __init__(self, width: int, init: float = 0.25, shared: bool = False) -> None:

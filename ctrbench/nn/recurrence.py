@@ -1,4 +1,4 @@
-"""GRU-family recurrences with a hand-written backward pass (backpropagation through time).
+"""GRU-family recurrences in the compiled kernel, with a hand-written backward pass (BPTT).
 
 Every recurrence of DIEN is ``h_t = h_{t−1} + g_t ∘ (ñ_t − h_{t−1})`` with the GRU candidate
 ``ñ_t = tanh(x_n + r_t ∘ (U_n h_{t−1} + b_hn))``, ``r_t = σ(x_r + U_r h_{t−1} + b_hr)``; only the
@@ -11,12 +11,11 @@ update weight g_t differs:
 
 where x = W·i_t + b_i is precomputed for all steps by one matmul outside. Autograd would record
 ~10 tiny operations per step and ~20 in its backward, each with its own bookkeeping; at DIEN's
-sizes (B·H ≈ 10^4 numbers per step) that bookkeeping, not arithmetic, is the cost. Here the
-forward runs without a graph and keeps r, g-gate, ñ and U_n h per step; the backward walks the
-steps once in reverse with one matmul per step for dh_{t−1}, and the weight gradient of U is one
-GEMM over all steps. torch has no fused kernel for the attentional cells (and its own GRU on
-CPU is the per-step autograd loop), hence this module. Results equal autograd's to rounding
-(tests/test_gru.py compares values and gradients).
+sizes (B·H ≈ 10^4 numbers per step) that bookkeeping, not arithmetic, is the cost. The kernel
+(``kernels/recurrence.c``) runs each row's valid steps in one call, forward and backward; the
+weight gradient of U is one GEMM over all steps here. Callers check :func:`native_ok` and
+otherwise use their PyTorch loops (:mod:`ctrbench.nn.gru`); tests/test_recurrence.py compares
+values and gradients with autograd.
 """
 
 from __future__ import annotations
@@ -34,103 +33,8 @@ def gates(mode: int) -> int:
     return 2 if mode == AGRU else 3
 
 
-class Recurrence(torch.autograd.Function):
-    """``apply(gi (T, B, G·H), att (T, B, 1) or None, w_hh (G·H, H), b_hh (G·H,), mode)`` →
-    states (T, B, H), starting from h_0 = 0."""
-
-    @staticmethod
-    def forward(ctx, gi, att, w_hh, b_hh, mode: int):  # type: ignore[override]
-        steps, batch, _ = gi.shape
-        hidden = w_hh.shape[1]
-        w_t = w_hh.t()
-        states = gi.new_empty(steps, batch, hidden)
-        prev = gi.new_empty(steps, batch, hidden)  # h_{t−1}
-        r_all = gi.new_empty(steps, batch, hidden)
-        u_all = gi.new_empty(steps, batch, hidden) if mode != AGRU else None  # z or u
-        n_all = gi.new_empty(steps, batch, hidden)
-        ghn_all = gi.new_empty(steps, batch, hidden)  # U_n h + b_hn
-        h = gi.new_zeros(batch, hidden)
-        for t in range(steps):
-            x = gi[t]
-            prev[t] = h
-            gh = torch.addmm(b_hh, h, w_t)
-            if mode == AGRU:
-                r = torch.sigmoid(x[:, :hidden] + gh[:, :hidden])
-                ghn, xn = gh[:, hidden:], x[:, hidden:]
-            else:
-                rz = torch.sigmoid(x[:, : 2 * hidden] + gh[:, : 2 * hidden])
-                r, u = rz[:, :hidden], rz[:, hidden:]
-                u_all[t] = u  # type: ignore[index]
-                ghn, xn = gh[:, 2 * hidden :], x[:, 2 * hidden :]
-            n = torch.tanh(torch.addcmul(xn, r, ghn))
-            if mode == GRU:
-                h = n + u * (h - n)  # g = 1 − z
-            elif mode == AGRU:
-                h = h + att[t] * (n - h)
-            elif mode == AUGRU_PAPER:
-                h = h + (att[t] * u) * (n - h)
-            else:
-                h = n + ((1.0 - att[t]) * u) * (h - n)
-            r_all[t], n_all[t], ghn_all[t], states[t] = r, n, ghn, h
-        ctx.mode = mode
-        ctx.save_for_backward(att, w_hh, prev, r_all, u_all, n_all, ghn_all)
-        return states
-
-    @staticmethod
-    def backward(ctx, grad_states):  # type: ignore[override]
-        att, w_hh, prev, r_all, u_all, n_all, ghn_all = ctx.saved_tensors
-        mode = ctx.mode
-        steps, batch, hidden = prev.shape
-        g = 2 if mode == AGRU else 3
-        d_gi = grad_states.new_empty(steps, batch, g * hidden)
-        d_gh = grad_states.new_empty(steps, batch, g * hidden)
-        d_att = grad_states.new_empty(steps, batch, 1) if att is not None else None
-        dh = grad_states.new_zeros(batch, hidden)
-        for t in range(steps - 1, -1, -1):
-            dh = dh + grad_states[t]
-            h, r, n, ghn = prev[t], r_all[t], n_all[t], ghn_all[t]
-            diff = n - h
-            if mode == GRU:
-                z = u_all[t]
-                weight = 1.0 - z
-                d_gate = -(dh * diff) * z * (1.0 - z)  # d pre-activation of z
-            elif mode == AGRU:
-                a = att[t]
-                weight = a
-                d_att[t] = (dh * diff).sum(1, keepdim=True)
-            elif mode == AUGRU_PAPER:
-                a, u = att[t], u_all[t]
-                weight = a * u
-                dgu = dh * diff
-                d_att[t] = (dgu * u).sum(1, keepdim=True)
-                d_gate = dgu * a * u * (1.0 - u)
-            else:
-                a, u = att[t], u_all[t]
-                weight = 1.0 - (1.0 - a) * u
-                dgu = dh * diff
-                d_att[t] = (dgu * u).sum(1, keepdim=True)
-                d_gate = -dgu * (1.0 - a) * u * (1.0 - u)
-            d_pre_n = dh * weight * (1.0 - n * n)
-            d_pre_r = d_pre_n * ghn * r * (1.0 - r)
-            gi_t, gh_t = d_gi[t], d_gh[t]
-            gi_t[:, :hidden] = d_pre_r
-            gh_t[:, :hidden] = d_pre_r
-            if mode == AGRU:
-                gi_t[:, hidden:] = d_pre_n
-                gh_t[:, hidden:] = d_pre_n * r
-            else:
-                gi_t[:, hidden : 2 * hidden] = d_gate
-                gh_t[:, hidden : 2 * hidden] = d_gate
-                gi_t[:, 2 * hidden :] = d_pre_n
-                gh_t[:, 2 * hidden :] = d_pre_n * r
-            dh = torch.addmm(dh * (1.0 - weight), gh_t, w_hh)
-        flat_gh = d_gh.reshape(steps * batch, g * hidden)
-        d_w = flat_gh.t().mm(prev.reshape(steps * batch, hidden))
-        return d_gi, d_att, d_w, flat_gh.sum(0), None
-
-
 class NativeRecurrence(torch.autograd.Function):
-    """:class:`Recurrence` in the compiled kernel (:mod:`ctrbench.nn.native`), batch-major and
+    """The recurrence ``mode`` in the compiled kernel (:mod:`ctrbench.nn.native`), batch-major and
     valid steps only: ``apply(gi (B, T, G·H), att (B, T) or None, w_hh, b_hh, lengths, mode)`` →
     states (B, T, H), zero past each row's length."""
 
@@ -207,17 +111,9 @@ def recurrence(
     w_hh: torch.Tensor,
     b_hh: torch.Tensor,
     mode: int,
-    lengths: torch.Tensor | None = None,
-    use_native: bool = True,
+    lengths: torch.Tensor,
 ) -> torch.Tensor:
     """States (B, T, H) of the recurrence ``mode`` over batch-major input projections
-    ``gi`` (B, T, G·H) and attention scores ``att`` (B, T).
-
-    With ``lengths`` and the compiled kernel available (float32 CPU tensors), only valid steps
-    are computed and states past a row's length are zero; otherwise every step of every row is
-    computed by :class:`Recurrence` (the caller masks padded positions either way).
-    """
-    if use_native and lengths is not None and native_ok(gi, att, w_hh):
-        return NativeRecurrence.apply(gi, att, w_hh, b_hh, lengths, mode)
-    att_t = None if att is None else att.t().unsqueeze(-1)
-    return Recurrence.apply(gi.transpose(0, 1), att_t, w_hh, b_hh, mode).transpose(0, 1)
+    ``gi`` (B, T, G·H) and attention scores ``att`` (B, T): only valid steps are computed and
+    states past a row's length are zero. Needs :func:`native_ok`."""
+    return NativeRecurrence.apply(gi, att, w_hh, b_hh, lengths, mode)

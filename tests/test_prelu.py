@@ -39,3 +39,28 @@ def test_kernel_is_built_where_a_compiler_exists() -> None:
     if native.shutil.which("cc") is None and native.shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine")
     assert native.kernel() is not None
+
+
+def test_rows_split_over_threads_give_the_single_thread_result(monkeypatch) -> None:
+    from ctrbench.nn.activation import NativePReLU
+
+    if native.kernel() is None:
+        pytest.skip("no C compiler: the kernel cannot be built")
+    monkeypatch.setattr(NativePReLU, "THREADED", 64)  # split even this small array
+    torch.manual_seed(0)
+    x, weight, grad = torch.randn(301, 8), torch.rand(8) - 0.5, torch.randn(301, 8)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            assert native.parts(301, 8) == threads
+            xs, ws = x.clone().requires_grad_(), weight.clone().requires_grad_()
+            out = NativePReLU.apply(xs, ws)
+            results.append((out, *torch.autograd.grad(out, (xs, ws), grad)))
+    finally:
+        torch.set_num_threads(before)
+    (y1, gx1, gw1), (y3, gx3, gw3) = results
+    assert torch.equal(y1, y3) and torch.equal(gx1, gx3)
+    assert torch.allclose(gw1, gw3, atol=1e-5)
+    assert torch.allclose(gw3, ((x < 0) * x * grad).sum(0), atol=1e-4)

@@ -74,3 +74,28 @@ def test_without_the_kernel_the_pytorch_path_runs(monkeypatch) -> None:
     without = evolution(extractor(x, lengths), att, lengths)[1]
     assert without.shape == (6, 4) and torch.isfinite(without).all()
     assert torch.allclose(without, with_kernel, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("name", ["gru", "augru_paper"])
+def test_rows_split_over_threads_give_the_single_thread_result(name: str) -> None:
+    """Rows run in blocks on OpenMP threads; each row's arithmetic is the same on any thread."""
+    mode = MODES[name]
+    gi, att, w, bias = _inputs(mode, b=203, t=9, h=6)
+    lengths = torch.randint(0, 10, (203,), generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(203, 9, 6)
+    leaves = [x for x in (gi, att, w, bias) if x is not None]
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            states = rec.recurrence(gi, att, w, bias, mode, lengths)
+            results.append((states, torch.autograd.grad((states * weights).sum(), leaves)))
+    finally:
+        torch.set_num_threads(before)
+    (one, one_grads), (many, many_grads) = results
+    assert torch.equal(one, many)
+    assert torch.equal(one_grads[0], many_grads[0])  # per-row input gradients: bit for bit
+    for a, b in zip(one_grads[1:], many_grads[1:], strict=True):
+        assert torch.allclose(a, b, atol=1e-5)

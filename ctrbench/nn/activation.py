@@ -61,12 +61,10 @@ class NativePReLU(torch.autograd.Function):
     def forward(ctx, x, weight):  # type: ignore[override]
         lib = native.kernel()
         out = torch.empty_like(x)
-        c = x.shape[1]
-        native.run_rows(
-            lambda r0, r1: lib.prelu_forward(x.data_ptr(), weight.data_ptr(), out.data_ptr(), c, r0, r1),  # type: ignore[union-attr]
-            x.shape[0],
-            _min_rows(c),
-        )
+        n, c = x.shape
+        lib.prelu_forward_all(
+            x.data_ptr(), weight.data_ptr(), out.data_ptr(), c, n, native.parts(n, _min_rows(c))
+        )  # type: ignore[union-attr]
         ctx.save_for_backward(x, weight)
         return out
 
@@ -76,22 +74,11 @@ class NativePReLU(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
         gx = torch.empty_like(x)
-        parts = native.chunks(x.shape[0], _min_rows(x.shape[1]))
-        gw = x.new_empty(len(parts), x.shape[1])  # one slope gradient per chunk, summed below
-        c = x.shape[1]
-        native.run_rows(
-            lambda r0, r1: lib.prelu_backward(  # type: ignore[union-attr]
-                grad.data_ptr(),
-                x.data_ptr(),
-                weight.data_ptr(),
-                gx.data_ptr(),
-                gw[parts.index((r0, r1))].data_ptr(),
-                c,
-                r0,
-                r1,
-            ),  # fmt: skip
-            x.shape[0],
-            _min_rows(c),
+        n, c = x.shape
+        parts = native.parts(n, _min_rows(c))
+        gw = x.new_empty(parts, c)  # one slope gradient per chunk of rows, summed below
+        lib.prelu_backward_all(  # type: ignore[union-attr]
+            grad.data_ptr(), x.data_ptr(), weight.data_ptr(), gx.data_ptr(), gw.data_ptr(), c, n, parts
         )
         return gx, gw.sum(0)
 

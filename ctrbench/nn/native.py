@@ -5,8 +5,11 @@ Why C: each recurrence step is a 32×96 matrix-vector product and a few gates pe
 small for torch's per-operator dispatch (a GRU step costs ~130 µs in eager torch on one core,
 ~20 µs of which is arithmetic); ``torch.compile`` and TorchScript were measured no faster, and
 torch has no fused CPU kernel for DIEN's attentional cells. The kernel runs each batch row's whole
-sequence in one call (valid steps only), rows split over torch's thread count with Python
-threads (ctypes releases the GIL during the call).
+sequence in one call (valid steps only), rows split over ``torch.get_num_threads()`` OpenMP
+threads. Built with ``-fopenmp`` and loaded after torch, the library shares torch's OpenMP
+runtime (same ``libgomp.so.1``) and so its thread pool: no extra threads compete with torch's
+spinning workers. (Python threads did: on two cores a DIEN step's recurrences ran slower on two
+threads than on one.) Without OpenMP support the library is built without it and runs serially.
 
 It is compiled on first use with the system C compiler (``$CC`` or ``cc``) into the ctrbench
 cache (``$CTRBENCH_CACHE`` or ``~/.cache/ctrbench``), keyed by source, flags and CPU, and loaded
@@ -25,7 +28,6 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +36,7 @@ import torch
 
 SOURCES = [Path(__file__).parent / "kernels" / name for name in ("recurrence.c", "prelu.c")]
 FLAGS = ["-O3", "-march=native", "-ffast-math", "-fPIC", "-shared"]
+OPENMP = ["-fopenmp"]  # dropped when the compiler lacks it (the kernels then run serially)
 ENV_DISABLE = "CTRBENCH_NO_NATIVE"  # set to 1 to force the PyTorch implementation
 FALLBACK = "DIEN's recurrences and PReLU run in PyTorch instead (slower, same results)"
 
@@ -56,8 +59,15 @@ def _cpu_tag() -> str:
 
 
 def _build(compiler: str) -> Path:
+    try:
+        return _compile(compiler, [*FLAGS, *OPENMP])
+    except subprocess.CalledProcessError:
+        return _compile(compiler, FLAGS)
+
+
+def _compile(compiler: str, flags: list[str]) -> Path:
     source = b"".join(path.read_bytes() for path in SOURCES)
-    key = hashlib.sha256(source + " ".join([compiler, *FLAGS, _cpu_tag()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(source + " ".join([compiler, *flags, _cpu_tag()]).encode()).hexdigest()[:16]
     target = cache_dir() / f"ctrbench-{key}.so"
     if target.exists():
         return target
@@ -65,7 +75,7 @@ def _build(compiler: str) -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
         subprocess.run(
-            [compiler, *FLAGS, *map(str, SOURCES), "-o", str(out), "-lm"],
+            [compiler, *flags, *map(str, SOURCES), "-o", str(out), "-lm"],
             check=True,
             capture_output=True,
             text=True,
@@ -113,34 +123,19 @@ def _load() -> ctypes.CDLL | None:
         )
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.rec_forward.argtypes = [p, p, p, p, p, ctypes.c_int, i64, i64, i64, i64, i64, p, p, p, p, p]
-    lib.rec_backward.argtypes = [p, p, p, p, ctypes.c_int, i64, i64, i64, i64, i64, *[p] * 8]
-    lib.rec_forward.restype = lib.rec_backward.restype = ctypes.c_int
-    lib.prelu_forward.argtypes = [p, p, p, i64, i64, i64]
-    lib.prelu_backward.argtypes = [p, p, p, p, p, i64, i64, i64]
-    lib.prelu_forward.restype = lib.prelu_backward.restype = None
+    c_int = ctypes.c_int
+    lib.rec_forward_all.argtypes = [p, p, p, p, p, c_int, i64, i64, i64, c_int, p, p, p, p, p]
+    lib.rec_backward_all.argtypes = [p, p, p, p, c_int, i64, i64, i64, c_int, *[p] * 8]
+    lib.rec_forward_all.restype = lib.rec_backward_all.restype = c_int
+    lib.prelu_forward_all.argtypes = [p, p, p, i64, i64, c_int]
+    lib.prelu_backward_all.argtypes = [p, p, p, p, p, i64, i64, c_int]
+    lib.prelu_forward_all.restype = lib.prelu_backward_all.restype = None
     return lib
 
 
-_pool: ThreadPoolExecutor | None = None
-
-
-def chunks(rows: int, min_rows: int = 16) -> list[tuple[int, int]]:
-    """[0, rows) split into up to torch.get_num_threads() chunks of at least ``min_rows``."""
-    parts = max(1, min(torch.get_num_threads(), rows // min_rows))
-    bounds = [rows * i // parts for i in range(parts + 1)]
-    return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
-def run_rows(fn, rows: int, min_rows: int = 16) -> list:
-    """``fn(row0, row1)`` over the :func:`chunks` of [0, rows), in parallel; their results."""
-    global _pool
-    parts = chunks(rows, min_rows)
-    if len(parts) == 1:
-        return [fn(*parts[0])]
-    if _pool is None or _pool._max_workers < len(parts):
-        _pool = ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="ctrbench-kernel")
-    return list(_pool.map(lambda part: fn(*part), parts))
+def parts(rows: int, min_rows: int = 16) -> int:
+    """Threads for ``rows`` rows: torch.get_num_threads(), fewer so that each gets ``min_rows``."""
+    return max(1, min(torch.get_num_threads(), rows // min_rows))
 
 
 def ptr(t: torch.Tensor | None) -> int | None:

@@ -50,12 +50,10 @@ class NativeRecurrence(torch.autograd.Function):
         u_s = gi.new_empty(batch, steps, hidden) if mode != AGRU else gi.new_empty(0)
         args = [gi, att, w_t, b_hh, lengths]
         outs = [states, r_s, u_s, n_s, ghn_s]
+        threads = native.parts(batch, 8)
         _check(
-            native.run_rows(
-                lambda r0, r1: lib.rec_forward(  # type: ignore[union-attr]
-                    *map(native.ptr, args), mode, steps, batch, hidden, r0, r1, *map(native.ptr, outs)
-                ),
-                batch,
+            lib.rec_forward_all(
+                *map(native.ptr, args), mode, steps, batch, hidden, threads, *map(native.ptr, outs)
             )
         )
         ctx.mode = mode
@@ -75,12 +73,10 @@ class NativeRecurrence(torch.autograd.Function):
         d_att = None if att is None else grad_states.new_empty(batch, steps)
         args = [grad_states, att, w_hh.contiguous(), lengths]
         outs = [states, r_s, u_s, n_s, ghn_s, d_gi, d_ghn, d_att]
+        threads = native.parts(batch, 8)
         _check(
-            native.run_rows(
-                lambda r0, r1: lib.rec_backward(  # type: ignore[union-attr]
-                    *map(native.ptr, args), mode, steps, batch, hidden, r0, r1, *map(native.ptr, outs)
-                ),
-                batch,
+            lib.rec_backward_all(
+                *map(native.ptr, args), mode, steps, batch, hidden, threads, *map(native.ptr, outs)
             )
         )
         # gradients of U_h and b_h: GEMMs over all steps, h_{t−1} = the states shifted by one
@@ -93,8 +89,8 @@ class NativeRecurrence(torch.autograd.Function):
         return d_gi, d_att, d_w, d_b, None, None
 
 
-def _check(statuses: list[int]) -> None:
-    if any(statuses):
+def _check(status: int) -> None:
+    if status:
         raise RuntimeError("recurrence kernel: hidden size above its limit of 512")
 
 

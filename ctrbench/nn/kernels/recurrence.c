@@ -8,7 +8,9 @@
  *   3 AUGRU (official code)  g = 1 - (1 - a_t) * u
  * x = W_i i_t + b_i is given for all steps (gi, B x T x G*H, gate rows r, z|u, n as torch.nn.GRU).
  * Rows run only over their valid steps t < len[b]; states and saved values past them are zero.
- * Rows are independent, so callers split [row0, row1) across threads.
+ * Rows are independent: rec_forward_all / rec_backward_all run blocks of rows on OpenMP threads
+ * (torch's own pool when built with -fopenmp and loaded after torch: same libgomp.so.1), serially
+ * when built without OpenMP.
  */
 #include <math.h>
 #include <stdint.h>
@@ -61,7 +63,7 @@ static inline void sigmoid_(float *restrict v, int64_t n) {
     for (int64_t j = 0; j < n; ++j) v[j] = 1.0f / (1.0f + expf(-v[j]));
 }
 
-int rec_forward(const float *gi, const float *att, const float *w_t, const float *b_hh,
+static int rec_forward(const float *gi, const float *att, const float *w_t, const float *b_hh,
                 const int64_t *len, int mode, int64_t T, int64_t B, int64_t H, int64_t row0,
                 int64_t row1, float *states, float *r_s, float *u_s, float *n_s, float *ghn_s) {
     /* batch-major arrays (B x T x ...), rows outer and steps inner: all accesses sequential */
@@ -117,7 +119,7 @@ int rec_forward(const float *gi, const float *att, const float *w_t, const float
 }
 
 /* batch-major: d_gi B x T x G*H, d_ghn B x T x H (dL/d(U_n h + b_hn)), d_att B x T or NULL. */
-int rec_backward(const float *grad, const float *att, const float *w, const int64_t *len, int mode,
+static int rec_backward(const float *grad, const float *att, const float *w, const int64_t *len, int mode,
                  int64_t T, int64_t B, int64_t H, int64_t row0, int64_t row1, const float *states,
                  const float *r_s, const float *u_s, const float *n_s, const float *ghn_s,
                  float *d_gi, float *d_ghn, float *d_att) {
@@ -189,4 +191,36 @@ int rec_backward(const float *grad, const float *att, const float *w, const int6
         }
     }
     return 0;
+}
+
+/* Blocks of ROWS_PER_TASK rows handed out dynamically (rows differ in length) to `threads` threads. */
+#define ROWS_PER_TASK 8
+
+int rec_forward_all(const float *gi, const float *att, const float *w_t, const float *b_hh,
+                    const int64_t *len, int mode, int64_t T, int64_t B, int64_t H, int threads,
+                    float *states, float *r_s, float *u_s, float *n_s, float *ghn_s) {
+    const int64_t tasks = (B + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    int status = 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(| : status)
+    for (int64_t k = 0; k < tasks; ++k) {
+        const int64_t r1 = (k + 1) * ROWS_PER_TASK < B ? (k + 1) * ROWS_PER_TASK : B;
+        status |= rec_forward(gi, att, w_t, b_hh, len, mode, T, B, H, k * ROWS_PER_TASK, r1, states,
+                              r_s, u_s, n_s, ghn_s);
+    }
+    return status;
+}
+
+int rec_backward_all(const float *grad, const float *att, const float *w, const int64_t *len,
+                     int mode, int64_t T, int64_t B, int64_t H, int threads, const float *states,
+                     const float *r_s, const float *u_s, const float *n_s, const float *ghn_s,
+                     float *d_gi, float *d_ghn, float *d_att) {
+    const int64_t tasks = (B + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    int status = 0;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(| : status)
+    for (int64_t k = 0; k < tasks; ++k) {
+        const int64_t r1 = (k + 1) * ROWS_PER_TASK < B ? (k + 1) * ROWS_PER_TASK : B;
+        status |= rec_backward(grad, att, w, len, mode, T, B, H, k * ROWS_PER_TASK, r1, states, r_s,
+                               u_s, n_s, ghn_s, d_gi, d_ghn, d_att);
+    }
+    return status;
 }

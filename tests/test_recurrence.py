@@ -28,31 +28,33 @@ def _inputs(mode: int, b: int = 37, t: int = 7, h: int = 5):
     att = None if mode == rec.GRU else torch.rand(b, t, generator=gen, requires_grad=True)
     w = torch.randn(g, h, generator=gen, requires_grad=True)
     bias = torch.randn(g, generator=gen, requires_grad=True)
-    return gi, att, w, bias
+    b_ih = torch.randn(g, generator=gen, requires_grad=True)
+    return gi, att, w, bias, b_ih
 
 
-def _autograd(gi, att, w, bias, mode: int) -> torch.Tensor:
+def _autograd(gi, att, w, bias, b_ih, mode: int) -> torch.Tensor:
     """The same recurrence through autograd: torch.nn.GRU (identity input weights, so its input
-    projection is gi itself) or the eager attentional loop."""
+    projection is gi + b_ih) or the eager attentional loop."""
     if mode == rec.GRU:
         width, hidden = gi.shape[2], w.shape[1]
-        params = {"weight_ih_l0": torch.eye(width), "bias_ih_l0": torch.zeros(width)}
+        params = {"weight_ih_l0": torch.eye(width), "bias_ih_l0": b_ih}
         params.update(weight_hh_l0=w, bias_hh_l0=bias)
         return functional_call(nn.GRU(width, hidden, batch_first=True), params, (gi,))[0]
-    return attention_gru_loop(gi.transpose(0, 1), att.t().unsqueeze(-1), w, bias, LOOP_MODE[mode])
+    return attention_gru_loop((gi + b_ih).transpose(0, 1), att.t().unsqueeze(-1), w, bias, LOOP_MODE[mode])
 
 
 @needs_kernel
 @pytest.mark.parametrize("name", sorted(MODES))
 def test_compiled_kernel_matches_values_and_gradients(name: str) -> None:
     mode = MODES[name]
-    gi, att, w, bias = _inputs(mode)
+    gi, att, w, bias, b_ih = _inputs(mode)
     lengths = torch.tensor([7, 0, 1, 3] + [5] * 33)
     mask = (torch.arange(7)[None, :] < lengths[:, None]).unsqueeze(-1).float()
     weights = torch.randn(37, 7, 5)
-    leaves = [x for x in (gi, att, w, bias) if x is not None]
+    leaves = [x for x in (gi, att, w, bias, b_ih) if x is not None]
     results = []
-    for states in (_autograd(gi, att, w, bias, mode), rec.recurrence(gi, att, w, bias, mode, lengths)):
+    kernel = rec.recurrence(gi, att, w, bias, mode, lengths, b_ih)
+    for states in (_autograd(gi, att, w, bias, b_ih, mode), kernel):
         states = states * mask
         results.append((states, torch.autograd.grad((states * weights).sum(), leaves)))
     (ref, ref_grads), (got, got_grads) = results
@@ -60,7 +62,7 @@ def test_compiled_kernel_matches_values_and_gradients(name: str) -> None:
     for a, b in zip(got_grads, ref_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     # past each row's length the kernel leaves zeros (and computes nothing)
-    raw = rec.recurrence(gi, att, w, bias, mode, lengths)
+    raw = rec.recurrence(gi, att, w, bias, mode, lengths, b_ih)
     assert torch.all(raw[1] == 0) and torch.all(raw[2, 1:] == 0)
 
 
@@ -81,16 +83,16 @@ def test_without_the_kernel_the_pytorch_path_runs(monkeypatch) -> None:
 def test_rows_split_over_threads_give_the_single_thread_result(name: str) -> None:
     """Rows run in blocks on OpenMP threads; each row's arithmetic is the same on any thread."""
     mode = MODES[name]
-    gi, att, w, bias = _inputs(mode, b=203, t=9, h=6)
+    gi, att, w, bias, b_ih = _inputs(mode, b=203, t=9, h=6)
     lengths = torch.randint(0, 10, (203,), generator=torch.Generator().manual_seed(1))
     weights = torch.randn(203, 9, 6)
-    leaves = [x for x in (gi, att, w, bias) if x is not None]
+    leaves = [x for x in (gi, att, w, bias, b_ih) if x is not None]
     before = torch.get_num_threads()
     results = []
     try:
         for threads in (1, 3):
             torch.set_num_threads(threads)
-            states = rec.recurrence(gi, att, w, bias, mode, lengths)
+            states = rec.recurrence(gi, att, w, bias, mode, lengths, b_ih)
             results.append((states, torch.autograd.grad((states * weights).sum(), leaves)))
     finally:
         torch.set_num_threads(before)

@@ -49,7 +49,11 @@ def _steps(lengths: torch.Tensor, width: int) -> int:
 def _finish(states: torch.Tensor, lengths: torch.Tensor, width: int) -> torch.Tensor:
     """Zero the padded positions and pad the time axis back to ``width``."""
     mask = torch.arange(states.shape[1], device=states.device)[None, :] < lengths[:, None]
-    states = states * mask.unsqueeze(-1).to(states.dtype)
+    return _pad(states * mask.unsqueeze(-1).to(states.dtype), width)
+
+
+def _pad(states: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad the time axis back to ``width`` (the kernel's states are already zero past each length)."""
     return F.pad(states, (0, 0, 0, width - states.shape[1])) if states.shape[1] < width else states
 
 
@@ -151,9 +155,10 @@ class InterestExtractor(nn.Module):
             return x.new_zeros(x.shape[0], width, self.gru.hidden_size)
         g = self.gru
         if self.native and not self.pack and rec.native_ok(x, g.weight_hh_l0):
-            gi = F.linear(x[:, :steps], g.weight_ih_l0, g.bias_ih_l0)  # all steps in one matmul
-            states = rec.recurrence(gi, None, g.weight_hh_l0, g.bias_hh_l0, rec.GRU, lengths)
-        elif self.pack:
+            gi = F.linear(x[:, :steps], g.weight_ih_l0)  # all steps in one matmul; bias in the kernel
+            states = rec.recurrence(gi, None, g.weight_hh_l0, g.bias_hh_l0, rec.GRU, lengths, g.bias_ih_l0)
+            return _pad(states, width)
+        if self.pack:
             packed = nn.utils.rnn.pack_padded_sequence(
                 x[:, :steps], lengths.clamp(1, steps).cpu(), batch_first=True, enforce_sorted=False
             )
@@ -213,13 +218,13 @@ class InterestEvolution(nn.Module):
         x, att = x[:, :steps], att[:, :steps]
         if self.kind == "aigru":
             states = self.gru(x * att.unsqueeze(-1))[0]
-        else:
-            if self.loop == "native" and rec.native_ok(x, att, self.weight_hh):
-                gi = F.linear(x, self.weight_ih, self.bias_ih)  # all steps in one matmul
-                mode = NATIVE_MODES[self.mode]
-                states = rec.recurrence(gi, att, self.weight_hh, self.bias_hh, mode, lengths)
-            else:  # native unavailable (no compiler, not float32 on the CPU): the eager loop
-                gi = F.linear(x.transpose(0, 1), self.weight_ih, self.bias_ih)  # all steps in one matmul
-                loop = "eager" if self.loop == "native" else self.loop
-                states = LOOP_FNS[loop](gi, att.t().unsqueeze(-1), self.weight_hh, self.bias_hh, self.mode)
+        elif self.loop == "native" and rec.native_ok(x, att, self.weight_hh):
+            gi = F.linear(x, self.weight_ih)  # all steps in one matmul; bias in the kernel
+            mode = NATIVE_MODES[self.mode]
+            states = rec.recurrence(gi, att, self.weight_hh, self.bias_hh, mode, lengths, self.bias_ih)
+            return _pad(states, width), last_state(states, lengths.clamp(max=steps))
+        else:  # native unavailable (no compiler, not float32 on the CPU): the eager loop
+            gi = F.linear(x.transpose(0, 1), self.weight_ih, self.bias_ih)  # all steps in one matmul
+            loop = "eager" if self.loop == "native" else self.loop
+            states = LOOP_FNS[loop](gi, att.t().unsqueeze(-1), self.weight_hh, self.bias_hh, self.mode)
         return _finish(states, lengths, width), last_state(states, lengths.clamp(max=steps))

@@ -124,7 +124,7 @@ def _load() -> ctypes.CDLL | None:
         return None
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     c_int = ctypes.c_int
-    lib.rec_forward_all.argtypes = [p, p, p, p, p, c_int, i64, i64, i64, c_int, p, p, p, p, p]
+    lib.rec_forward_all.argtypes = [p, p, p, p, p, p, c_int, i64, i64, i64, c_int, p, p, p, p, p]
     lib.rec_backward_all.argtypes = [p, p, p, p, c_int, i64, i64, i64, c_int, *[p] * 8]
     lib.rec_forward_all.restype = lib.rec_backward_all.restype = c_int
     lib.prelu_forward_all.argtypes = [p, p, p, i64, i64, c_int]

@@ -9,7 +9,7 @@ update weight g_t differs:
 * ``AUGRU_PAPER``     g = a_t·u,            u = σ(x_u + U_u h + b_hu) (DIEN eq. 12–13)
 * ``AUGRU_OFFICIAL``  g = 1 − (1 − a_t)·u                           (the official code's cell)
 
-where x = W·i_t + b_i is precomputed for all steps by one matmul outside. Autograd would record
+where W·i_t is precomputed for all steps by one matmul outside and the kernel adds b_i. Autograd would record
 ~10 tiny operations per step and ~20 in its backward, each with its own bookkeeping; at DIEN's
 sizes (B·H ≈ 10^4 numbers per step) that bookkeeping, not arithmetic, is the cost. The kernel
 (``kernels/recurrence.c``) runs each row's valid steps in one call, forward and backward; the
@@ -35,11 +35,12 @@ def gates(mode: int) -> int:
 
 class NativeRecurrence(torch.autograd.Function):
     """The recurrence ``mode`` in the compiled kernel (:mod:`ctrbench.nn.native`), batch-major and
-    valid steps only: ``apply(gi (B, T, G·H), att (B, T) or None, w_hh, b_hh, lengths, mode)`` →
-    states (B, T, H), zero past each row's length."""
+    valid steps only: ``apply(gi (B, T, G·H), att (B, T) or None, w_hh, b_hh, lengths, mode, b_ih)``
+    → states (B, T, H), zero past each row's length. ``gi`` = W_i·i_t without its bias ``b_ih``
+    (added in the kernel: a bias inside the projection GEMM costs a copy of the whole output)."""
 
     @staticmethod
-    def forward(ctx, gi, att, w_hh, b_hh, lengths, mode: int):  # type: ignore[override]
+    def forward(ctx, gi, att, w_hh, b_hh, lengths, mode: int, b_ih):  # type: ignore[override]
         lib = native.kernel()
         batch, steps, _ = gi.shape
         hidden = w_hh.shape[1]
@@ -48,7 +49,7 @@ class NativeRecurrence(torch.autograd.Function):
         lengths = lengths.to(torch.int64).contiguous()
         states, r_s, n_s, ghn_s = (gi.new_empty(batch, steps, hidden) for _ in range(4))
         u_s = gi.new_empty(batch, steps, hidden) if mode != AGRU else gi.new_empty(0)
-        args = [gi, att, w_t, b_hh, lengths]
+        args = [gi, b_ih.contiguous(), att, w_t, b_hh, lengths]
         outs = [states, r_s, u_s, n_s, ghn_s]
         threads = native.parts(batch, 8)
         _check(
@@ -86,7 +87,7 @@ class NativeRecurrence(torch.autograd.Function):
         tail = d_ghn.reshape(batch * steps, hidden)
         d_w = torch.cat([head.t().mm(prev), tail.t().mm(prev)])
         d_b = torch.cat([head.sum(0), tail.sum(0)])
-        return d_gi, d_att, d_w, d_b, None, None
+        return d_gi, d_att, d_w, d_b, None, None, d_gi.sum((0, 1))
 
 
 def _check(status: int) -> None:
@@ -108,8 +109,10 @@ def recurrence(
     b_hh: torch.Tensor,
     mode: int,
     lengths: torch.Tensor,
+    b_ih: torch.Tensor,
 ) -> torch.Tensor:
     """States (B, T, H) of the recurrence ``mode`` over batch-major input projections
-    ``gi`` (B, T, G·H) and attention scores ``att`` (B, T): only valid steps are computed and
-    states past a row's length are zero. Needs :func:`native_ok`."""
-    return NativeRecurrence.apply(gi, att, w_hh, b_hh, lengths, mode)
+    ``gi`` (B, T, G·H) = W_i·i_t, whose bias ``b_ih`` is added here, and attention scores ``att``
+    (B, T): only valid steps are computed and states past a row's length are zero. Needs
+    :func:`native_ok`."""
+    return NativeRecurrence.apply(gi, att, w_hh, b_hh, lengths, mode, b_ih)

@@ -6,7 +6,9 @@
  *   1 AGRU            g = a_t                                      (DIEN eq. 11; no z rows)
  *   2 AUGRU (paper)   g = a_t * u                                  (DIEN eq. 12-13)
  *   3 AUGRU (official code)  g = 1 - (1 - a_t) * u
- * x = W_i i_t + b_i is given for all steps (gi, B x T x G*H, gate rows r, z|u, n as torch.nn.GRU).
+ * x = W_i i_t + b_i: gi = W_i i_t is given for all steps (B x T x G*H, gate rows r, z|u, n as
+ * torch.nn.GRU) and the bias b_i (G*H, or NULL) is added here, so that the caller's projection is
+ * a plain GEMM (a bias folded into it costs a pass over B x T x G*H).
  * Rows run only over their valid steps t < len[b]; states and saved values past them are zero.
  * Rows are independent: rec_forward_all / rec_backward_all run blocks of rows on OpenMP threads
  * (torch's own pool when built with -fopenmp and loaded after torch: same libgomp.so.1), serially
@@ -63,15 +65,16 @@ static inline void sigmoid_(float *restrict v, int64_t n) {
     for (int64_t j = 0; j < n; ++j) v[j] = 1.0f / (1.0f + expf(-v[j]));
 }
 
-static int rec_forward(const float *gi, const float *att, const float *w_t, const float *b_hh,
-                const int64_t *len, int mode, int64_t T, int64_t B, int64_t H, int64_t row0,
-                int64_t row1, float *states, float *r_s, float *u_s, float *n_s, float *ghn_s) {
+static int rec_forward(const float *gi, const float *b_ih, const float *att, const float *w_t,
+                       const float *b_hh, const int64_t *len, int mode, int64_t T, int64_t B,
+                       int64_t H, int64_t row0, int64_t row1, float *states, float *r_s, float *u_s, float *n_s, float *ghn_s) {
     /* batch-major arrays (B x T x ...), rows outer and steps inner: all accesses sequential */
     const int64_t G = mode == 1 ? 2 : 3, GH = G * H;
     if (H > MAXH) return -1;
     (void)B;
     float gh[MAXG * MAXH], pre[MAXG * MAXH];
-    static const float zeros[MAXH];
+    static const float zeros[MAXG * MAXH];
+    const float *restrict bi = b_ih ? b_ih : zeros;
     for (int64_t b = row0; b < row1; ++b) {
         const int64_t steps = len[b] < T ? (len[b] > 0 ? len[b] : 0) : T;
         for (int64_t t = 0; t < steps; ++t) {
@@ -84,11 +87,11 @@ static int rec_forward(const float *gi, const float *att, const float *w_t, cons
             const float *restrict ghn = gh + (G - 1) * H;
             const float a = att ? att[b * T + t] : 0.0f;
             /* r (and z|u): sigmoid of x + gh over the first (G-1)*H rows */
-            for (int64_t j = 0; j < (G - 1) * H; ++j) pre[j] = x[j] + gh[j];
+            for (int64_t j = 0; j < (G - 1) * H; ++j) pre[j] = x[j] + bi[j] + gh[j];
             sigmoid_(pre, (G - 1) * H);
             /* n = tanh(x_n + r * ghn) = 2 sigmoid(2 v) - 1 */
             for (int64_t j = 0; j < H; ++j) {
-                float v = x[(G - 1) * H + j] + pre[j] * ghn[j];
+                float v = x[(G - 1) * H + j] + bi[(G - 1) * H + j] + pre[j] * ghn[j];
                 ns[j] = 2.0f / (1.0f + expf(-2.0f * v)) - 1.0f;
                 rs[j] = pre[j];
                 gs[j] = ghn[j];
@@ -196,15 +199,15 @@ static int rec_backward(const float *grad, const float *att, const float *w, con
 /* Blocks of ROWS_PER_TASK rows handed out dynamically (rows differ in length) to `threads` threads. */
 #define ROWS_PER_TASK 8
 
-int rec_forward_all(const float *gi, const float *att, const float *w_t, const float *b_hh,
-                    const int64_t *len, int mode, int64_t T, int64_t B, int64_t H, int threads,
-                    float *states, float *r_s, float *u_s, float *n_s, float *ghn_s) {
+int rec_forward_all(const float *gi, const float *b_ih, const float *att, const float *w_t,
+                    const float *b_hh, const int64_t *len, int mode, int64_t T, int64_t B,
+                    int64_t H, int threads, float *states, float *r_s, float *u_s, float *n_s, float *ghn_s) {
     const int64_t tasks = (B + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
     int status = 0;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(| : status)
     for (int64_t k = 0; k < tasks; ++k) {
         const int64_t r1 = (k + 1) * ROWS_PER_TASK < B ? (k + 1) * ROWS_PER_TASK : B;
-        status |= rec_forward(gi, att, w_t, b_hh, len, mode, T, B, H, k * ROWS_PER_TASK, r1, states,
+        status |= rec_forward(gi, b_ih, att, w_t, b_hh, len, mode, T, B, H, k * ROWS_PER_TASK, r1, states,
                               r_s, u_s, n_s, ghn_s);
     }
     return status;

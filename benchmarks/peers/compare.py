@@ -12,8 +12,10 @@ is the wall time of the training loop (batch loading included, evaluation exclud
 runners time their own training steps (see each runner). Test AUC / GAUC of every entrant are
 computed here from its predictions with ctrbench's metric code. GFLOP/s = the FLOPs one training
 step of that entrant executes (torch's FlopCounterMode, matrix products) × samples/s. Peer
-configurations that crash are listed as such. Prints a rich table and writes ``compare.json`` and
-``compare.md`` under ``--out``.
+configurations that crash are listed as such. "ctrbench ÷ this" is the median over passes of
+the per-pass ratio (one per ctrbench variant of that model: DIEN with the official MLP auxiliary
+head and with the paper's inner product). Prints a rich table and writes ``compare.json`` and
+``compare.md`` under ``--out`` (``--render FILE`` re-renders a saved ``compare.json``).
 """
 
 from __future__ import annotations
@@ -233,12 +235,31 @@ def summarize(entrants: list[Entrant], flops: dict[str, float], test: dict) -> l
     return rows
 
 
+def pass_ratio(ours: dict, theirs: dict) -> float | None:
+    """Median over passes of ours ÷ theirs, each pass's two runs taken close in time (the
+    machine's speed drifts between passes); None without a pass where both ran."""
+    pairs = [
+        a["samples_per_s"] / b["samples_per_s"]
+        for a, b in zip(ours["passes"], theirs["passes"], strict=False)
+        if a.get("status") == "ok" and b.get("status") == "ok"
+    ]
+    return statistics.median(pairs) if pairs else None
+
+
+def ratios(row: dict, rows: list[dict]) -> str:
+    """'ctrbench ÷ this' for a peer row: one ratio per ctrbench variant of the same model."""
+    cells = []
+    for ours in rows:
+        if ours["tool"] != "ctrbench" or ours["model"] != row["model"] or ours["status"] != "ok":
+            continue
+        ratio = pass_ratio(ours, row)
+        if ratio is not None:
+            head = " (inner aux)" if ours["note"].startswith("aux: paper") else ""
+            cells.append(f"{ratio:.2f}×{head}")
+    return " · ".join(cells)
+
+
 def render(rows: list[dict], args) -> tuple[Table, str]:
-    base = {
-        r["model"]: r
-        for r in rows
-        if r["tool"] == "ctrbench" and r["status"] == "ok" and not r["note"].startswith("aux: paper")
-    }
     title = (
         f"MovieLens-100K, DIN protocol, {args.epochs} epoch(s), batch 256, {args.threads} CPU threads, "
         f"median of {args.passes} passes"
@@ -254,10 +275,7 @@ def render(rows: list[dict], args) -> tuple[Table, str]:
             cells = [r["tool"], model, r["status"], "", "", "", "", r.get("error") or ""]
         else:
             lo, hi = r["samples_per_s_range"]
-            ref = base.get(r["model"])
-            ratio = (
-                f"{ref['samples_per_s'] / r['samples_per_s']:.2f}×" if ref and r["tool"] != "ctrbench" else ""
-            )
+            ratio = ratios(r, rows) if r["tool"] != "ctrbench" else ""
             cells = [
                 r["tool"], model, f"{r['samples_per_s']:,.0f} ({lo:,.0f}–{hi:,.0f})",
                 f"{r['gflops']:.1f}" if r["gflops"] else "", f"{r['auc']:.4f}", f"{r['gauc']:.4f}",
@@ -280,7 +298,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "out")
     parser.add_argument("--only", default="", help="comma-separated substrings of entrant names to keep")
+    parser.add_argument("--render", type=Path, help="only re-render the table of this compare.json")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        args.epochs, args.threads = int(saved["options"]["epochs"]), int(saved["options"]["threads"])
+        args.passes = int(saved["options"]["passes"])
+        table, md = render(saved["rows"], args)
+        Console(width=200).print(table)
+        args.render.with_suffix(".md").write_text(md)
+        return
     if not (args.data / "meta.json").exists():
         sys.exit(
             f"{args.data} holds no prepared arrays: run benchmarks/peers/prepare.py --root {args.root} first"

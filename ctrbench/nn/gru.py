@@ -8,12 +8,12 @@ U_z h + b_hz)``; the candidate is ``h̃ = tanh(W_n i + b_in + r ∘ (U_n h + b_h
 
 Speed: the recurrences run by default in a compiled C kernel with a hand-written backward
 (:mod:`ctrbench.nn.recurrence`, :mod:`ctrbench.nn.native`), valid steps only, rows split over
-threads. CPU, batch 256, L = 50, H = 32, AUGRU forward + backward: kernel 12 ms on one thread
-(7–10 ms on two), the eager loop below 22–35 ms, ``torch.nn.GRU`` 21–26 ms (2-core machine). The
-eager, scripted and compiled Python loops stay selectable (``loop=``) and are the fallback where
-the kernel cannot run (no C compiler, CUDA tensors, float64). Iterating over ``unbind`` of a
-time-major projection matters in the eager loop: indexing ``gi[:, t]`` per step made the backward
-O(T²).
+torch's OpenMP threads. CPU, batch 256, L = 50, H = 32, AUGRU forward + backward: kernel 12 ms on
+one thread (~5 ms on two inside a DIEN training step), the eager loop below 22–35 ms,
+``torch.nn.GRU`` 21–26 ms (2-core machine). The eager, scripted and compiled Python loops stay
+selectable (``loop=``) and are the fallback where the kernel cannot run (no C compiler, CUDA
+tensors, float64). Iterating over ``unbind`` of a time-major projection matters in the eager loop:
+indexing ``gi[:, t]`` per step made the backward O(T²).
 """
 
 from __future__ import annotations

@@ -66,16 +66,27 @@ def test_compiled_kernel_matches_values_and_gradients(name: str) -> None:
     assert torch.all(raw[1] == 0) and torch.all(raw[2, 1:] == 0)
 
 
-def test_without_the_kernel_the_pytorch_path_runs(monkeypatch) -> None:
+@pytest.mark.parametrize("kind", ["aigru", "agru", "augru"])
+def test_without_the_kernel_the_pytorch_path_runs(monkeypatch, kind: str) -> None:
+    """Same final states and gradients from the kernel and from the PyTorch path (torch.nn.GRU
+    for the extractor and AIGRU's evolving GRU, the eager loop for AGRU / AUGRU)."""
     torch.manual_seed(0)
     x, lengths = torch.randn(6, 5, 3), torch.tensor([5, 4, 3, 2, 1, 0])
-    extractor, evolution = InterestExtractor(3, 4), InterestEvolution(4, 4, "augru")
+    extractor, evolution = InterestExtractor(3, 4), InterestEvolution(4, 4, kind)
     att = torch.rand(6, 5)
-    with_kernel = evolution(extractor(x, lengths), att, lengths)[1]
+    params = [*extractor.parameters(), *evolution.parameters()]
+
+    def run():
+        final = evolution(extractor(x, lengths), att, lengths)[1]
+        return final, torch.autograd.grad(final.square().sum(), params)
+
+    with_kernel, kernel_grads = run()
     monkeypatch.setattr(native, "kernel", lambda: None)
-    without = evolution(extractor(x, lengths), att, lengths)[1]
+    without, torch_grads = run()
     assert without.shape == (6, 4) and torch.isfinite(without).all()
     assert torch.allclose(without, with_kernel, atol=1e-5)
+    for a, b in zip(kernel_grads, torch_grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 @needs_kernel

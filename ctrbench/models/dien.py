@@ -44,7 +44,7 @@ class GRUAttentionConfig:
 
 @dataclass
 class AIGRUConfig(GRUAttentionConfig):
-    """The shared options; the evolving GRU is a fused ``torch.nn.GRU``."""
+    """The shared options; the evolving GRU runs in the compiled kernel (``torch.nn.GRU`` where it cannot)."""
 
 
 @dataclass

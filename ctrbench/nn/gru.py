@@ -171,7 +171,8 @@ class InterestExtractor(nn.Module):
 class InterestEvolution(nn.Module):
     """Interest evolving layer (DIEN eq. 10–13), ``kind`` one of:
 
-    * ``aigru`` — a plain GRU on the attention-scaled inputs i'_t = a_t·h_t (eq. 10);
+    * ``aigru`` — a plain GRU on the attention-scaled inputs i'_t = a_t·h_t (eq. 10; in the kernel
+      with ``loop=native``, else ``torch.nn.GRU``);
     * ``agru``  — the attention score replaces the update gate (eq. 11);
     * ``augru`` — the attention score scales the update gate (eq. 12–13). ``gate="official"``
       follows the official code instead: there u gates the previous state, ``u ← (1 − a)·u`` and
@@ -216,6 +217,11 @@ class InterestEvolution(nn.Module):
             states = x.new_zeros(x.shape[0], width, self.hidden)
             return states, states[:, 0]
         x, att = x[:, :steps], att[:, :steps]
+        if self.kind == "aigru" and self.loop == "native" and rec.native_ok(x, att, self.gru.weight_hh_l0):
+            g = self.gru  # a plain GRU over i'_t = a_t·h_t, in the kernel; bias added there
+            gi = F.linear(x * att.unsqueeze(-1), g.weight_ih_l0)
+            states = rec.recurrence(gi, None, g.weight_hh_l0, g.bias_hh_l0, rec.GRU, lengths, g.bias_ih_l0)
+            return _pad(states, width), last_state(states, lengths.clamp(max=steps))
         if self.kind == "aigru":
             states = self.gru(x * att.unsqueeze(-1))[0]
         elif self.loop == "native" and rec.native_ok(x, att, self.weight_hh):

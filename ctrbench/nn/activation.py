@@ -63,9 +63,9 @@ class NativePReLU(torch.autograd.Function):
         lib = native.kernel()
         out = torch.empty_like(x)
         n, c = x.shape
-        lib.prelu_forward_all(
+        lib.prelu_forward_all(  # type: ignore[union-attr]
             x.data_ptr(), weight.data_ptr(), out.data_ptr(), c, n, native.parts(n, _min_rows(c))
-        )  # type: ignore[union-attr]
+        )
         ctx.save_for_backward(x, weight)
         return out
 

@@ -182,7 +182,8 @@ class AuxiliaryLoss(nn.Module):
             s = (h.repeat(2, 1) * e).sum(-1)
             return (F.softplus(-s[:n]) + F.softplus(s[n:])).mean()
         # h_t's share of the first layer computed once, added to the positive's and the negative's
-        # share inside their GEMMs (no concatenated copies: measured 17 vs 22 ms per step)
+        # share inside their GEMMs (no concatenated copies: the head's forward + backward at batch 256 took
+        # 17 instead of 22 ms on two threads)
         shared, w_e = self.first_h(h), self.first_e.weight.t()
         pos_s = self.rest(torch.sigmoid(torch.addmm(shared, pos, w_e))).squeeze(-1)
         neg_s = self.rest(torch.sigmoid(torch.addmm(shared, neg, w_e))).squeeze(-1)

@@ -32,6 +32,11 @@ def _inputs(mode: int, b: int = 37, t: int = 7, h: int = 5):
     return gi, att, w, bias, b_ih
 
 
+def _eye(gi: torch.Tensor) -> torch.Tensor:
+    """Identity input weights: the kernel's input projection is then gi itself."""
+    return torch.eye(gi.shape[2])
+
+
 def _autograd(gi, att, w, bias, b_ih, mode: int) -> torch.Tensor:
     """The same recurrence through autograd: torch.nn.GRU (identity input weights, so its input
     projection is gi + b_ih) or the eager attentional loop."""
@@ -53,7 +58,7 @@ def test_compiled_kernel_matches_values_and_gradients(name: str) -> None:
     weights = torch.randn(37, 7, 5)
     leaves = [x for x in (gi, att, w, bias, b_ih) if x is not None]
     results = []
-    kernel = rec.recurrence(gi, att, w, bias, mode, lengths, b_ih)
+    kernel = rec.recurrence(gi, att, _eye(gi), b_ih, w, bias, mode, lengths)
     for states in (_autograd(gi, att, w, bias, b_ih, mode), kernel):
         states = states * mask
         results.append((states, torch.autograd.grad((states * weights).sum(), leaves)))
@@ -62,7 +67,7 @@ def test_compiled_kernel_matches_values_and_gradients(name: str) -> None:
     for a, b in zip(got_grads, ref_grads, strict=True):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     # past each row's length the kernel leaves zeros (and computes nothing)
-    raw = rec.recurrence(gi, att, w, bias, mode, lengths, b_ih)
+    raw = rec.recurrence(gi, att, _eye(gi), b_ih, w, bias, mode, lengths)
     assert torch.all(raw[1] == 0) and torch.all(raw[2, 1:] == 0)
 
 
@@ -103,7 +108,7 @@ def test_rows_split_over_threads_give_the_single_thread_result(name: str) -> Non
     try:
         for threads in (1, 3):
             torch.set_num_threads(threads)
-            states = rec.recurrence(gi, att, w, bias, mode, lengths, b_ih)
+            states = rec.recurrence(gi, att, _eye(gi), b_ih, w, bias, mode, lengths)
             results.append((states, torch.autograd.grad((states * weights).sum(), leaves)))
     finally:
         torch.set_num_threads(before)

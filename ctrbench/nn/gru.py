@@ -132,6 +132,12 @@ LOOP_FNS = {"script": scripted_loop, "eager": attention_gru_loop, "compile": com
 NATIVE_MODES = {_AGRU: rec.AGRU, _AUGRU_PAPER: rec.AUGRU_PAPER, _AUGRU_OFFICIAL: rec.AUGRU_OFFICIAL}
 
 
+def _kernel_gru(g: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The one-layer ``torch.nn.GRU`` ``g`` over ``x`` (B, T, I) in the compiled kernel."""
+    weights = (g.weight_ih_l0, g.bias_ih_l0, g.weight_hh_l0, g.bias_hh_l0)
+    return rec.recurrence(x, None, *weights, rec.GRU, lengths)
+
+
 class InterestExtractor(nn.Module):
     """Interest extractor layer (DIEN eq. 3–6): a GRU over the behaviours e_1..e_T.
 
@@ -155,9 +161,7 @@ class InterestExtractor(nn.Module):
             return x.new_zeros(x.shape[0], width, self.gru.hidden_size)
         g = self.gru
         if self.native and not self.pack and rec.native_ok(x, g.weight_hh_l0):
-            gi = F.linear(x[:, :steps], g.weight_ih_l0)  # all steps in one matmul; bias in the kernel
-            states = rec.recurrence(gi, None, g.weight_hh_l0, g.bias_hh_l0, rec.GRU, lengths, g.bias_ih_l0)
-            return _pad(states, width)
+            return _pad(_kernel_gru(g, x[:, :steps], lengths), width)
         if self.pack:
             packed = nn.utils.rnn.pack_padded_sequence(
                 x[:, :steps], lengths.clamp(1, steps).cpu(), batch_first=True, enforce_sorted=False
@@ -218,16 +222,13 @@ class InterestEvolution(nn.Module):
             return states, states[:, 0]
         x, att = x[:, :steps], att[:, :steps]
         if self.kind == "aigru" and self.loop == "native" and rec.native_ok(x, att, self.gru.weight_hh_l0):
-            g = self.gru  # a plain GRU over i'_t = a_t·h_t, in the kernel; bias added there
-            gi = F.linear(x * att.unsqueeze(-1), g.weight_ih_l0)
-            states = rec.recurrence(gi, None, g.weight_hh_l0, g.bias_hh_l0, rec.GRU, lengths, g.bias_ih_l0)
+            states = _kernel_gru(self.gru, x * att.unsqueeze(-1), lengths)  # a GRU over i'_t = a_t·h_t
             return _pad(states, width), last_state(states, lengths.clamp(max=steps))
         if self.kind == "aigru":
             states = self.gru(x * att.unsqueeze(-1))[0]
         elif self.loop == "native" and rec.native_ok(x, att, self.weight_hh):
-            gi = F.linear(x, self.weight_ih)  # all steps in one matmul; bias in the kernel
-            mode = NATIVE_MODES[self.mode]
-            states = rec.recurrence(gi, att, self.weight_hh, self.bias_hh, mode, lengths, self.bias_ih)
+            weights = (self.weight_ih, self.bias_ih, self.weight_hh, self.bias_hh)
+            states = rec.recurrence(x, att, *weights, NATIVE_MODES[self.mode], lengths)
             return _pad(states, width), last_state(states, lengths.clamp(max=steps))
         else:  # native unavailable (no compiler, not float32 on the CPU): the eager loop
             gi = F.linear(x.transpose(0, 1), self.weight_ih, self.bias_ih)  # all steps in one matmul

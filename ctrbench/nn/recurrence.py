@@ -9,8 +9,8 @@ update weight g_t differs:
 * ``AUGRU_PAPER``     g = a_t·u,            u = σ(x_u + U_u h + b_hu) (DIEN eq. 12–13)
 * ``AUGRU_OFFICIAL``  g = 1 − (1 − a_t)·u                           (the official code's cell)
 
-where W·i_t is precomputed for all steps by one matmul outside and the kernel adds b_i. Autograd would record
-~10 tiny operations per step and ~20 in its backward, each with its own bookkeeping; at DIEN's
+where W·i_t is one matmul over all steps (:func:`recurrence`) and the kernel adds b_i. Autograd would
+record ~10 tiny operations per step and ~20 in its backward, each with its own bookkeeping; at DIEN's
 sizes (B·H ≈ 10^4 numbers per step) that bookkeeping, not arithmetic, is the cost. The kernel
 (``kernels/recurrence.c``) runs each row's valid steps in one call, forward and backward; the
 weight gradient of U is one GEMM over all steps here. Callers check :func:`native_ok` and
@@ -86,8 +86,9 @@ class NativeRecurrence(torch.autograd.Function):
         head = d_gi[..., : (g - 1) * hidden].reshape(batch * steps, (g - 1) * hidden)
         tail = d_ghn.reshape(batch * steps, hidden)
         d_w = torch.cat([head.t().mm(prev), tail.t().mm(prev)])
-        d_b = torch.cat([head.sum(0), tail.sum(0)])
-        return d_gi, d_att, d_w, d_b, None, None, d_gi.sum((0, 1))
+        d_b_ih = d_gi.sum((0, 1))
+        d_b = torch.cat([d_b_ih[: (g - 1) * hidden], tail.sum(0)])
+        return d_gi, d_att, d_w, d_b, None, None, d_b_ih
 
 
 def _check(status: int) -> None:
@@ -103,16 +104,18 @@ def native_ok(*tensors: torch.Tensor | None) -> bool:
 
 
 def recurrence(
-    gi: torch.Tensor,
+    x: torch.Tensor,
     att: torch.Tensor | None,
+    w_ih: torch.Tensor,
+    b_ih: torch.Tensor,
     w_hh: torch.Tensor,
     b_hh: torch.Tensor,
     mode: int,
     lengths: torch.Tensor,
-    b_ih: torch.Tensor,
 ) -> torch.Tensor:
-    """States (B, T, H) of the recurrence ``mode`` over batch-major input projections
-    ``gi`` (B, T, G·H) = W_i·i_t, whose bias ``b_ih`` is added here, and attention scores ``att``
-    (B, T): only valid steps are computed and states past a row's length are zero. Needs
-    :func:`native_ok`."""
-    return NativeRecurrence.apply(gi, att, w_hh, b_hh, lengths, mode, b_ih)
+    """States (B, T, H) of the recurrence ``mode`` over inputs ``x`` (B, T, I) with input weights
+    ``w_ih`` (G·H, I), ``b_ih`` and attention scores ``att`` (B, T): the input projections of all
+    steps are one matmul (its bias is added in the kernel: a bias inside the GEMM costs a copy of
+    the whole output); only valid steps are computed and states past a row's length are zero.
+    Needs :func:`native_ok`."""
+    return NativeRecurrence.apply(F.linear(x, w_ih), att, w_hh, b_hh, lengths, mode, b_ih)

@@ -65,8 +65,6 @@ def _example_user(schema: Schema) -> dict[str, Any]:
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, candidates: int = 256) -> Path:
     """Trace the run's best checkpoint; returns the export folder (default ``RUN_DIR/export``)."""
-    from ctrbench.results.record import read_result
-
     run_dir = Path(run_dir)
     scorer = Scorer.from_run(run_dir)
     schema = scorer.schema
@@ -81,7 +79,6 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, candidates: i
     folder = Path(out) if out is not None else run_dir / "export"
     folder.mkdir(parents=True, exist_ok=True)
     traced.save(str(folder / MODULE))
-    record = read_result(run_dir) or {}
     import ctrbench
 
     manifest = {
@@ -96,7 +93,7 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, candidates: i
             "max_len": schema.max_len,
             "source": schema.source,
         },
-        "config": record.get("config"),
+        "config": scorer.config,
         "run": str(run_dir),
         "versions": {"torch": torch.__version__, "ctrbench": getattr(ctrbench, "__version__", "")},
     }

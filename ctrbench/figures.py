@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctrbench.scoring import Scorer
+from ctrbench.scoring import Scorer, load_run
 
 SIZE = (8.0, 4.5)  # inches; at DPI 100: 800 × 450 pixels
 DPI = 100
@@ -33,18 +33,6 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def load(run_dir: str | Path) -> tuple[Scorer, Any]:
-    """The run's scorer (best checkpoint) and its dataset."""
-    from omegaconf import OmegaConf
-
-    from ctrbench.engine.job import load_data
-    from ctrbench.results.record import read_result
-
-    scorer = Scorer.from_run(run_dir)
-    cfg = OmegaConf.create(read_result(Path(run_dir))["config"])  # type: ignore[index]
-    return scorer, load_data(cfg)
 
 
 def pick_row(data: Any, row: int | None) -> dict[str, torch.Tensor]:
@@ -222,7 +210,7 @@ def draw(kind: str, run_dir: str | Path, out: str | Path | None = None, row: int
     """Draw figure ``kind`` for the run; returns the PNG's path."""
     if kind not in KINDS:
         raise ValueError(f"figure {kind!r} is unknown (choices: {', '.join(KINDS)})")
-    scorer, data = load(run_dir)
+    scorer, data = load_run(run_dir)
     batch = pick_row(data, row)
     folder = Path(out) if out is not None else Path(run_dir) / "figures"
     folder.mkdir(parents=True, exist_ok=True)

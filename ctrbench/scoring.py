@@ -33,29 +33,19 @@ class Scorer:
     (``{"item": [...], "cat": [...], "ctx": [...]}``); a categorical field given in neither is 0.
     """
 
-    def __init__(self, model: nn.Module, schema: Schema, encode: Any = None) -> None:
+    def __init__(
+        self, model: nn.Module, schema: Schema, encode: Any = None, config: Mapping[str, Any] | None = None
+    ) -> None:
         self.model = model.eval()
         self.schema = schema
         self.encode = encode
+        self.config = config  # the run's config, when made by from_run
         self.device = next(model.parameters()).device
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str | Path | None = None) -> Scorer:
         """A scorer for a finished run folder: its ``result.json`` config, its best checkpoint."""
-        from ctrbench.engine.job import build_task, load_data
-
-        run_dir = Path(run_dir)
-        record = read_result(run_dir)
-        if record is None:
-            raise FileNotFoundError(f"no readable {RESULT_FILE} in {run_dir} (is it a ctrbench run folder?)")
-        path = Path(checkpoint or record.get("checkpoint") or run_dir / "checkpoints" / "best.ckpt")
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path} (the run was made with checkpoint=false?)")
-        cfg = OmegaConf.create(record["config"])
-        task, _ = build_task(cfg, load_data(cfg))
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-        task.load_state_dict(state)
-        return cls(task.model, task.schema, getattr(task.regularizer, "encode", None))
+        return load_run(run_dir, checkpoint)[0]
 
     def batch(self, user: Mapping[str, Any], candidates: Mapping[str, Ids]) -> dict[str, torch.Tensor]:
         """The model's input batch: one row per candidate."""
@@ -98,3 +88,24 @@ def build_batch(
         else:
             out[f.name] = torch.full((n,), int(user.get(f.name, 0)), dtype=torch.long)
     return out
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple[Scorer, Any]:
+    """A finished run folder's :class:`Scorer` (its ``result.json`` config, its best checkpoint)
+    and the dataset it was trained on (loaded once: the model is built from its schema)."""
+    from ctrbench.engine.job import build_task, load_data
+
+    run_dir = Path(run_dir)
+    record = read_result(run_dir)
+    if record is None:
+        raise FileNotFoundError(f"no readable {RESULT_FILE} in {run_dir} (is it a ctrbench run folder?)")
+    path = Path(checkpoint or record.get("checkpoint") or run_dir / "checkpoints" / "best.ckpt")
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path} (the run was made with checkpoint=false?)")
+    cfg = OmegaConf.create(record["config"])
+    data = load_data(cfg)
+    task, _ = build_task(cfg, data)
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    task.load_state_dict(state)
+    encode = getattr(task.regularizer, "encode", None)
+    return Scorer(task.model, task.schema, encode, config=record["config"]), data

@@ -10,6 +10,7 @@ from conftest import TINY
 
 from ctrbench import figures
 from ctrbench.engine import job
+from ctrbench.scoring import load_run
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_figure_is_a_png_of_the_expected_size(runs, tmp_path: Path, kind: str, m
 
 
 def test_figure_data_comes_from_the_model(runs, tmp_path: Path) -> None:
-    scorer, data = figures.load(runs["din"])
+    scorer, data = load_run(runs["din"])
     batch = figures.pick_row(data, None)
     first = figures.attention_figure(scorer, batch, tmp_path / "a.png").read_bytes()
     with torch.no_grad():
@@ -64,14 +65,14 @@ def test_wrong_model_for_a_figure_is_one_line(runs) -> None:
 
 
 def test_tsne_and_pca_inputs_come_from_the_model(runs, tmp_path: Path) -> None:
-    scorer, data = figures.load(runs["din"])
+    scorer, data = load_run(runs["din"])
     batch = figures.pick_row(data, None)
     before = figures.embedding_figure(scorer, data, batch, tmp_path / "e1.png").read_bytes()
     with torch.no_grad():
         scorer.model.embeddings.tables["item"].weight.mul_(-3.0)
     assert figures.embedding_figure(scorer, data, batch, tmp_path / "e2.png").read_bytes() != before
 
-    scorer, data = figures.load(runs["dien"])
+    scorer, data = load_run(runs["dien"])
     batch = figures.pick_row(data, None)
     before = figures.evolution_figure(scorer, data, batch, tmp_path / "p1.png").read_bytes()
     with torch.no_grad():

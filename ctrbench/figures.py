@@ -20,19 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctrbench.results.plotting import pyplot
 from ctrbench.scoring import Scorer, load_run
 
 SIZE = (8.0, 4.5)  # inches; at DPI 100: 800 × 450 pixels
 DPI = 100
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def pick_row(data: Any, row: int | None) -> dict[str, torch.Tensor]:
@@ -45,8 +37,14 @@ def pick_row(data: Any, row: int | None) -> dict[str, torch.Tensor]:
     return rows[torch.tensor([row])]
 
 
+def _history_length(batch: dict[str, torch.Tensor], schema) -> int:
+    """Valid behaviours of the batch's first row: its length field, else its non-padding ids."""
+    f = schema.behaviours[0]
+    return int(batch[f.length][0]) if f.length else int((batch[f.name][0] != 0).sum())
+
+
 def _user_and_candidate(batch: dict[str, torch.Tensor], schema) -> tuple[dict[str, Any], dict[str, Any]]:
-    n = int(batch[schema.behaviours[0].length or "hist_len"][0])
+    n = _history_length(batch, schema)
     user: dict[str, Any] = {f.name: int(batch[f.name][0]) for f in schema.categorical}
     for f in schema.behaviours:
         user[f.name] = batch[f.name][0, :n].tolist()
@@ -61,10 +59,10 @@ def attention_figure(scorer: Scorer, batch: dict[str, torch.Tensor], path: Path)
         raise ValueError("the attention figure needs a DIN model (one with activation weights)")
     with torch.no_grad():
         _, weights = model.interest(batch)
-    n = int(batch["hist_len"][0])
+    n = _history_length(batch, scorer.schema)
     w = weights[0, :n].numpy()
     cats = batch["hist_cat"][0, :n].tolist()
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)
     same = np.array(cats) == int(batch["cat"][0])
     ax.bar(np.flatnonzero(same), w[same], color="tab:red", label="candidate's category")
@@ -114,7 +112,7 @@ def embedding_figure(
     cand = {k: np.resize(v, len(items)) for k, v in cand.items()}
     cand["item"], cand["cat"] = items, labels
     ctr = scorer.score(user, cand)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZE, dpi=DPI)
     markers = "os^Dv<>p"
     for i, c in enumerate(top):
@@ -173,7 +171,7 @@ def evolution_figure(
     k = len(chosen)
     rows = {name: t.expand(k, *t.shape[1:]).clone() for name, t in batch.items()}
     rows["item"], rows["cat"] = torch.tensor(chosen), torch.tensor([int(item_cat[i]) for i in chosen])
-    n = int(batch["hist_len"][0])
+    n = _history_length(batch, scorer.schema)
     with torch.no_grad():
         b = model.embeddings.behaviours(rows)
         states = interest.extractor(b.keys, b.lengths)
@@ -183,7 +181,7 @@ def evolution_figure(
         plain = interest.evolution(states[:1], equal, b.lengths[:1])[0][:, :n]
     paths = torch.cat([evolved, plain]).numpy()
     xy = PCA(2).fit_transform(paths.reshape(-1, paths.shape[-1])).reshape(k + 1, n, 2)
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=SIZE, dpi=DPI)
     for i in range(k + 1):
         label = f"item {chosen[i]} (cat {int(rows['cat'][i])})" if i < k else "no target"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ctrbench.metrics import rela_impr
+from ctrbench.results.plotting import pyplot
 from ctrbench.results.summary import _base_row, group_records, row_labels, summary_row
 
 
@@ -47,10 +48,7 @@ def plot_relaimpr(
     auc, gauc = relaimpr_series(records, base_model, "auc"), relaimpr_series(records, base_model, "gauc")
     if not auc:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = list(auc)
     x = np.arange(len(labels))

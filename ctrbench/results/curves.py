@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ctrbench.results.plotting import pyplot
 from ctrbench.results.summary import group_records, row_labels, summary_row
 
 CURVE_METRICS = ("train_loss", "val_logloss", "val_auc", "val_gauc", "test_auc")
@@ -53,18 +54,10 @@ def plot_curves(
     aux = curve_series(records, "train_aux")
     if aux:
         series[AUX_PANEL] = {}
-        metrics = [*series]
-    else:
-        metrics = list(series)
-    if not metrics:
-        return None
+    metrics = list(series)
     if not any(len(x[0]) > 1 for s in series.values() for x in s.values()):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         if metric == AUX_PANEL:

@@ -26,7 +26,8 @@ def test_export_scores_like_the_checkpoint(compose_cfg, tmp_path: Path, override
     assert {f["name"] for f in manifest["schema"]["fields"]} >= {"item", "hist_item"}
 
     rng = np.random.default_rng(0)
-    schema = Scorer.from_run(tmp_path).schema  # (the filter adds an OOV row: ids below it)
+    scorer = Scorer.from_run(tmp_path)
+    schema = scorer.schema  # (the filter adds an OOV row: ids below it)
     user = {
         "user": 3,
         "user_seg": 1,
@@ -38,7 +39,7 @@ def test_export_scores_like_the_checkpoint(compose_cfg, tmp_path: Path, override
         "cat": rng.integers(1, schema["cat"].vocab - 1, 100),
         "ctx": rng.integers(1, schema["ctx"].vocab - 1, 100),
     }
-    expected = Scorer.from_run(tmp_path).score(user, cands)
+    expected = scorer.score(user, cands)
     got = export.ExportedScorer.load(folder).score(user, cands)
     assert got.shape == (100,)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ctrbench.nn import native
-from ctrbench.nn.activation import PReLU
+from ctrbench.nn.activation import NativePReLU, PReLU
 
 
 @pytest.mark.parametrize("shape", [(1000, 7), (3, 5, 4), (0, 4)])
@@ -42,8 +42,6 @@ def test_kernel_is_built_where_a_compiler_exists() -> None:
 
 
 def test_rows_split_over_threads_give_the_single_thread_result(monkeypatch) -> None:
-    from ctrbench.nn.activation import NativePReLU
-
     if native.kernel() is None:
         pytest.skip("no C compiler: the kernel cannot be built")
     monkeypatch.setattr(NativePReLU, "THREADED", 64)  # split even this small array

@@ -222,7 +222,8 @@ class ArrayCache:
         ``build`` returns the splits with their statistics in ``data.info``; they are printed,
         written as ``stats.json`` and returned in ``info`` (with ``cache`` = the folder).
         """
-        folder = self.folder(self.key(files, options))
+        key = self.key(files, options)
+        folder = self.folder(key)
         if (folder / MANIFEST).is_file():
             try:
                 cached = _load(folder)
@@ -231,6 +232,7 @@ class ArrayCache:
             else:
                 self.console.print(f"[dim]{self.dataset}: arrays loaded from cache {folder}[/dim]")
                 cached.data.info["cache"] = str(folder)
+                cached.data.info["fingerprint"] = key  # raw files' sha256 + protocol options
                 return cached
         started = time.perf_counter()
         built = build()
@@ -248,4 +250,5 @@ class ArrayCache:
             shutil.rmtree(tmp, ignore_errors=True)
         print_stats(f"{self.dataset} statistics (cached in {folder})", built.data.info, self.console)
         built.data.info["cache"] = str(folder)
+        built.data.info["fingerprint"] = key
         return built

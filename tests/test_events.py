@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ctrbench import registry
 from ctrbench.datasets.events import EventsDataset
 from ctrbench.datasets.rawfiles import DatasetError
 from ctrbench.engine.data import ArrayBatches
+from ctrbench.results.record import error_line
 from ctrbench.schema import DatasetSplits
 
 SPLITS = ("train", "val", "test")
@@ -230,3 +232,94 @@ def test_list_option_composes_from_the_command_line(compose_cfg) -> None:
     cfg = compose_cfg(["dataset=events", "dataset.extra=[slot,device]", "dataset.root=/x.csv"])
     config = registry.make_config("dataset", "events", dict(cfg.dataset))
     assert list(config.extra) == ["slot", "device"] and config.root == "/x.csv"
+
+
+# ---- values the protocol cannot use are refused, and nothing is cached --------------------------------
+def refused(path: Path, cache: Path, pattern: str) -> str:
+    """Loading ``path`` fails with one line matching ``pattern``; no cache or temporary folder is left."""
+    with pytest.raises(DatasetError) as err:
+        load(path, cache)
+    line = error_line(err.value)
+    assert "\n" not in str(err.value) and line.startswith("DatasetError: ")
+    assert re.search(pattern, line), line
+    assert not (cache / "events").exists()
+    return line
+
+
+def with_row(log: list[Event], path: Path, row: int, **values: str) -> Path:
+    """The log as CSV with the fields of data row ``row`` (file line row + 2) replaced as text."""
+    write_csv(path, log)
+    lines = path.read_text().splitlines()
+    fields = dict(zip(HEADER, lines[row + 1].split(","), strict=True)) | values
+    lines[row + 1] = ",".join(fields[h] for h in HEADER)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("value", ["NaN", "nan", "2", "-1", "0.5", "maybe"])
+def test_a_label_other_than_0_1_is_refused(log, tmp_path, value) -> None:
+    path = with_row(log, tmp_path / "log.csv", 30, clicked=value)
+    refused(
+        path,
+        tmp_path / "c",
+        rf"log\.csv:32: column 'clicked' has '{value}', not a .*allowed: 0 or 1, true/false",
+    )
+
+
+def test_label_words_are_still_read(log, tmp_path) -> None:
+    path = with_row(log, tmp_path / "log.csv", 30, clicked="TRUE")
+    with_row(log, tmp_path / "plain.csv", 30, clicked="1")
+    a, b = load(path, tmp_path / "a"), load(tmp_path / "plain.csv", tmp_path / "b")
+    np.testing.assert_array_equal(a.train.columns["label"], b.train.columns["label"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_a_nan_or_infinite_timestamp_is_refused(log, tmp_path, value) -> None:
+    path = with_row(log, tmp_path / "log.csv", 17, ts=value)
+    refused(
+        path,
+        tmp_path / "c",
+        rf"log\.csv:19: column 'ts' has '{value}', not a finite time \(allowed: all epoch",
+    )
+
+
+def test_a_date_time_among_epoch_numbers_is_refused(log, tmp_path) -> None:
+    path = with_row(log, tmp_path / "log.csv", 40, ts="2023-11-14T22:13:20")
+    line = refused(path, tmp_path / "c", r"log\.csv:42: column 'ts' has '2023-11-14T22:13:20', a date-time")
+    assert f"first value '{log[0].time}' ({path}:2) is a number" in line
+    assert "one kind (allowed: all epoch numbers, or all ISO date-times" in line
+
+
+def test_an_epoch_number_among_date_times_is_refused(log, tmp_path) -> None:
+    path = write_csv(tmp_path / "log.csv", log, iso=True)
+    lines = path.read_text().splitlines()
+    lines[9] = lines[9].replace(str(np.datetime64(log[8].time, "s")), "1700000000")
+    path.write_text("\n".join(lines) + "\n")
+    refused(
+        path, tmp_path / "c", r"log\.csv:10: column 'ts' has '1700000000', a number, but its first value '20"
+    )
+    lines[9] = lines[9].replace("1700000000", "NaT")
+    path.write_text("\n".join(lines) + "\n")
+    refused(
+        path, tmp_path / "c", r"log\.csv:10: column 'ts' has 'NaT', neither a number nor an ISO date-time"
+    )
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow not installed")
+def test_parquet_nan_label_and_time_are_refused(log, tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {h: [getattr(e, f) for e in log] for h, f in zip(HEADER, Event.__dataclass_fields__, strict=True)}
+    bad_label = dict(
+        cols, clicked=[float("nan") if k == 5 else float(v) for k, v in enumerate(cols["clicked"])]
+    )
+    pq.write_table(pa.table(bad_label), tmp_path / "label.parquet")
+    refused(tmp_path / "label.parquet", tmp_path / "c", r"label\.parquet, row 5: column 'clicked' has 'nan'")
+    bad_time = dict(cols, ts=[float("inf") if k == 7 else float(v) for k, v in enumerate(cols["ts"])])
+    pq.write_table(pa.table(bad_time), tmp_path / "time.parquet")
+    refused(
+        tmp_path / "time.parquet",
+        tmp_path / "c",
+        r"time\.parquet, row 7: column 'ts' has 'inf', not a finite",
+    )

@@ -1,9 +1,11 @@
 """``dataset=events``: your own impression log as CTR data for DIN/DIEN.
 
 One table (CSV, or Parquet when ``pyarrow`` is installed), one row per impression; the config maps
-its columns: ``user``, ``item``, ``label`` (clicked: a number > 0, or true/yes), ``timestamp``
-(a number, or an ISO date-time), optionally ``category`` (an attribute of the item: the first
-value seen per item is used) and ``extra`` categorical columns (context: device, slot, hour...).
+its columns: ``user``, ``item``, ``label`` (clicked: 0 or 1, or true/false, yes/no, t/f, y/n),
+``timestamp`` (epoch numbers, or ISO date-times — one kind per column), optionally ``category`` (an
+attribute of the item: the first value seen per item is used) and ``extra`` categorical columns
+(context: device, slot, hour...). Values the protocol cannot use — a label other than 0/1, a NaN or
+infinite time, a date-time among epoch numbers — are refused with the file, line and column.
 Each row's history is the same user's *earlier positive* events (strictly earlier timestamps,
 time order, the last ``max_len``), as in the papers' behaviour sequences; rows with fewer than
 ``min_history`` earlier positives are dropped and counted (``min_history=0`` keeps them).
@@ -61,6 +63,8 @@ SPLIT_MODES = ("time", "user")
 FORMATS = ("auto", "csv", "parquet")
 RESERVED = ("user", "uid", "item", "cat", "label", "hist_item", "hist_cat", "neg_hist_item", "neg_hist_cat")
 FORMAT_VERSION = 1
+LABELS = "0 or 1, true/false, yes/no, t/f, y/n"
+TIMES = "all epoch numbers, or all ISO date-times such as 2024-05-01T12:30:00"
 _TRUE = {"true": 1.0, "yes": 1.0, "t": 1.0, "y": 1.0, "false": 0.0, "no": 0.0, "f": 0.0, "n": 0.0}
 
 
@@ -164,7 +168,7 @@ def _check_columns(path: Path, present: list[str], wanted: list[str]) -> None:
         )
 
 
-def _numbers(table: Table, column: str, words: dict[str, float] | None = None) -> np.ndarray:
+def _numbers(table: Table, column: str, allowed: str, words: dict[str, float] | None = None) -> np.ndarray:
     """A column as float64; strings are parsed (and ``words`` such as true/false mapped)."""
     values = table.columns[column]
     if values.dtype.kind in "biuf":
@@ -175,29 +179,85 @@ def _numbers(table: Table, column: str, words: dict[str, float] | None = None) -
         try:
             out[i] = words[text.lower()] if words and text.lower() in words else float(text)
         except ValueError:
-            raise DatasetError(f"{table.where(i)}: column {column!r} has {text!r}, not a number") from None
+            raise DatasetError(
+                f"{table.where(i)}: column {column!r} has {text!r}, not a number (allowed: {allowed})"
+            ) from None
     return out
 
 
+def _shown(table: Table, column: str, row: int) -> str:
+    return repr(str(table.columns[column][row]).strip())
+
+
+def _labels(table: Table, column: str) -> np.ndarray:
+    """The click label as 0/1: the numbers 0 and 1 or the words of ``_TRUE``; anything else (2, -1,
+    NaN) is refused rather than silently read as a click or a non-click."""
+    values = _numbers(table, column, LABELS, _TRUE)
+    bad = np.flatnonzero((values != 0) & (values != 1))  # NaN compares unequal to both
+    if len(bad):
+        i = int(bad[0])
+        raise DatasetError(
+            f"{table.where(i)}: column {column!r} has {_shown(table, column, i)}, not a click label "
+            f"(allowed: {LABELS}; {len(bad)} such rows)"
+        )
+    return values.astype(np.float32)
+
+
+def _finite(table: Table, column: str, times: np.ndarray) -> np.ndarray:
+    bad = np.flatnonzero(~np.isfinite(times))
+    if len(bad):
+        i = int(bad[0])
+        raise DatasetError(
+            f"{table.where(i)}: column {column!r} has {_shown(table, column, i)}, not a finite time "
+            f"(allowed: {TIMES}; {len(bad)} such rows)"
+        )
+    return times
+
+
 def _times(table: Table, column: str) -> np.ndarray:
-    """Timestamps: numbers as they are, date-times (ISO strings or Parquet timestamps) as int64 ns."""
+    """Timestamps: numbers as they are, date-times (ISO strings or Parquet timestamps) as int64 ns.
+
+    A column holds one kind: an ISO date-time among epoch numbers (which numpy would otherwise read
+    as years, scrambling the time order) or a number among date-times is refused at the first row
+    whose kind differs from the first row's, as are NaN, infinite and NaT values.
+    """
     values = table.columns[column]
     if values.dtype.kind == "M":
         return values.astype("datetime64[ns]").astype(np.int64)
     if values.dtype.kind != "O":
-        return _numbers(table, column)
+        return _finite(table, column, _numbers(table, column, TIMES))
     try:
-        return values.astype(np.float64)
-    except ValueError:
-        pass
-    for i, v in enumerate(values):
+        numbers = values.astype(np.float64)
+    except ValueError:  # not all numbers: date-times, a mix, or text that is neither
+        numbers = None
+    if numbers is not None:
+        return _finite(table, column, numbers)
+    texts = [str(v).strip() for v in values]
+    kinds = ("a number", "a date-time")
+    first = -1
+    for i, text in enumerate(texts):
         try:
-            np.datetime64(str(v).strip())
+            float(text)
+            kind = 0
         except ValueError:
+            try:
+                kind = 1 if not np.isnat(np.datetime64(text)) else -1
+            except ValueError:
+                kind = -1
+        if kind < 0:
             raise DatasetError(
-                f"{table.where(i)}: column {column!r} has {v!r}, neither a number nor an ISO date-time"
-            ) from None
-    return np.array([str(v).strip() for v in values], dtype="datetime64[ns]").astype(np.int64)
+                f"{table.where(i)}: column {column!r} has {text!r}, neither a number nor an ISO "
+                f"date-time (allowed: {TIMES})"
+            )
+        if first < 0:
+            first = kind
+        elif kind != first:
+            raise DatasetError(
+                f"{table.where(i)}: column {column!r} has {text!r}, {kinds[kind]}, but its first value "
+                f"{texts[0]!r} ({table.where(0)}) is {kinds[first]}; a timestamp column holds one kind "
+                f"(allowed: {TIMES})"
+            )
+    return np.array(texts, dtype="datetime64[ns]").astype(np.int64)
 
 
 def _keys(table: Table, column: str, required: bool) -> np.ndarray:
@@ -282,7 +342,7 @@ class EventsDataset:
         table = self.read(path)
         user, _ = remap(_keys(table, c.user, required=True))
         item, item_keys = remap(_keys(table, c.item, required=True))
-        label = (_numbers(table, c.label, _TRUE) > 0).astype(np.float32)
+        label = _labels(table, c.label)
         time = _times(table, c.timestamp)
         n_items = len(item_keys)
         item_cat: np.ndarray | None = None

@@ -125,11 +125,13 @@ def test_mba_penalty_value_and_gradient_follow_eq_7() -> None:
     weight = model.bank.tables["item"].weight
     w = weight.detach()
     n = {1: 3, 2: 6, 3: 3}
-    expected = lam * sum(float(w[j].pow(2).sum()) / n[j] for j in (1, 2, 3))
+    # R_m = ½λ·Σ_j (α_mj / n_j)·‖w_j‖² over the ids of the batch, so that ...
+    expected = 0.5 * lam * sum(float(w[j].pow(2).sum()) / n[j] for j in (1, 2, 3))
     assert penalty.item() == pytest.approx(expected, rel=1e-6)
     penalty.backward()
     for j in range(8):
-        want = 2 * lam * w[j] / n[j] if j in n else torch.zeros(3)
+        # ... the gradient is eq. 7's update term λ·(α_mj / n_j)·w_j on the batch's rows, 0 elsewhere
+        want = lam * w[j] / n[j] if j in n else torch.zeros(3)
         torch.testing.assert_close(weight.grad[j], want, rtol=1e-6, atol=0)
         if j not in n:
             assert torch.count_nonzero(weight.grad[j]) == 0  # exactly zero off the batch

@@ -11,6 +11,10 @@ regularized less (weight n_j^-β), but over an epoch it collects Σ_m c_mj / n_j
 times ‖w_j‖², so frequent ids get the greater total penalty — the behaviour DIN §6.5 describes
 (and why it loses to MBA, whose epoch total is about the same for every id). β = 0 is ℓ2 applied
 per occurrence; β = 1 gives every id the same epoch total, like MBA but per occurrence.
+
+DIN gives DiFacto no update rule, so λ stays the factor of the penalty itself: the gradient on a
+row is 2λ·(c_mj / n_j^β)·w_j. (MBA's λ is instead the one of DIN eq. 7's update, its penalty
+½λ·Σ (α_mj/n_j)‖w_j‖²: at β = 1 and c_mj = 1 the same ``reg.lam`` is twice MBA's strength.)
 """
 
 from __future__ import annotations

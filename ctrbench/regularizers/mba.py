@@ -2,12 +2,14 @@
 
 For mini-batch B_m the penalty is
 
-    R_m = λ · Σ_j (α_mj / n_j) · ‖w_j‖²,
+    R_m = ½·λ · Σ_j (α_mj / n_j) · ‖w_j‖²,
 
 where α_mj = 1 when some sample of B_m holds id j (candidate or behaviour) and n_j is the id's
 number of occurrences in the training set (counted once, in ``fit``). Its gradient on a row
-present in the batch is 2λ·w_j/n_j (the update term of eq. 7) and exactly zero elsewhere; its
-cost depends on the number of distinct ids in the batch, not on the vocabulary size.
+present in the batch is λ·w_j/n_j — exactly the regularization term of eq. 7's update
+w_j ← w_j − η·[(1/|B_m|)·Σ ∂L/∂w_j + λ·(α_mj/n_j)·w_j], so ``reg.lam`` is the paper's λ — and
+exactly zero elsewhere; its cost depends on the number of distinct ids in the batch, not on the
+vocabulary size.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class MBAConfig:
 class MBARegularizer(RowPenalty):
     Config = MBAConfig
     name = "mba"
+    factor = 0.5  # ½: the gradient λ·w_j/n_j is eq. 7's update term
 
     def row_weights(self, table: str, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """α_mj / n_j = 1 / n_j for the distinct ids j of the batch."""

@@ -1,7 +1,8 @@
 """Penalties over the embedding rows of the ids present in a mini-batch (MBA, DiFacto).
 
-R_m = λ · Σ_tables Σ_{j in B_m} ω_mj · ‖w_j‖², with per-row weights ω_mj given by the subclass
-from the batch and the training counts n_j. Rows are read through an embedding lookup of the
+R_m = c · λ · Σ_tables Σ_{j in B_m} ω_mj · ‖w_j‖², with per-row weights ω_mj given by the subclass
+from the batch and the training counts n_j, and a constant c (``factor``: ½ for MBA, whose λ is
+the one of DIN eq. 7's update rule; 1 for DiFacto). Rows are read through an embedding lookup of the
 batch's distinct ids (sparse for sparse tables), so the cost depends on the number of distinct ids
 in the batch, never on the vocabulary size.
 """
@@ -18,9 +19,11 @@ from ctrbench.schema import DatasetSplits, Field
 
 
 class RowPenalty(Regularizer):
-    """Subclasses set ``name`` and implement :meth:`row_weights`; ``config`` has ``lam`` and ``tables``."""
+    """Subclasses set ``name`` (and ``factor``) and implement :meth:`row_weights`; ``config`` has
+    ``lam`` and ``tables``."""
 
     name = ""
+    factor = 1.0  # c in R_m = c·λ·Σ ω_mj‖w_j‖²
 
     def __init__(self, config) -> None:
         self.config = config
@@ -54,4 +57,4 @@ class RowPenalty(Regularizer):
             ids, omega = weights[table]
             term = (lookup(emb, ids).pow(2).sum(dim=1) * omega).sum()
             total = term if total is None else total + term
-        return self.config.lam * total
+        return (self.factor * self.config.lam) * total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from ctrbench.datasets.download import RemoteFile
 from ctrbench.datasets.movielens import MovieLensDataset
 from ctrbench.datasets.rawfiles import DatasetError
 from ctrbench.engine.data import ArrayBatches
+from ctrbench.results.record import error_line
 from ctrbench.schema import DatasetSplits
 
 SPLITS = ("train", "val", "test")
@@ -231,3 +233,103 @@ def test_real_ml100k(tmp_path) -> None:
         and not users["train"] & users["val"]
         and not users["val"] & users["test"]
     )
+
+
+# ---- values the protocol cannot use are refused, and nothing is cached --------------------------------
+def refused(root: Path, cache: Path, pattern: str) -> str:
+    """Loading ``root`` fails with one line matching ``pattern``; no cache or temporary folder is left."""
+    with pytest.raises(DatasetError) as err:
+        load(root, cache)
+    line = error_line(err.value)
+    assert "\n" not in str(err.value) and line.startswith("DatasetError: ")
+    assert re.search(pattern, line), line
+    assert not (cache / "movielens").exists()
+    return line
+
+
+def replace_field(path: Path, line_no: int, column: int, value: str, sep: str) -> None:
+    lines = path.read_text(encoding="latin-1").splitlines()
+    fields = lines[line_no - 1].split(sep)
+    fields[column] = value
+    lines[line_no - 1] = sep.join(fields)
+    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "6", "0", "3.5", "-1"])
+def test_ml100k_rating_outside_1_to_5_is_refused(ratings, tmp_path, value) -> None:
+    root = write_ml100k(tmp_path / "ml", ratings[:300], N_MOVIES)
+    replace_field(root / "u.data", 57, 2, value, "\t")
+    refused(
+        root,
+        tmp_path / "c",
+        rf"u\.data:57: column 3 \(rating\) has '{re.escape(value)}'; "
+        r"ml-100k ratings are whole numbers 1\.\.5 \(1 rows with such values\)",
+    )
+
+
+def test_ml1m_rating_outside_1_to_5_is_refused(ratings, tmp_path) -> None:
+    root = write_ml1m(tmp_path / "ml", ratings[:300], N_MOVIES)
+    replace_field(root / "ratings.dat", 3, 2, "NaN", "::")
+    refused(root, tmp_path / "c", r"ratings\.dat:3: column 3 \(rating\) has 'NaN'; ml-1m ratings are whole")
+
+
+@pytest.mark.parametrize("value", ["nan", "0.0", "0.25", "5.5", "3.25"])
+def test_ml20m_rating_outside_half_stars_is_refused(ratings, tmp_path, value) -> None:
+    root = write_ml20m(tmp_path / "ml", ratings[:300], N_MOVIES)
+    replace_field(root / "ratings.csv", 11, 2, value, ",")  # line 1 is the header
+    refused(
+        root,
+        tmp_path / "c",
+        rf"ratings\.csv:11: column 3 \(rating\) has '{value}'; ml-20m ratings are 0\.5\.\.5 in steps of 0\.5",
+    )
+
+
+def test_ml20m_half_stars_are_ratings(ratings, tmp_path) -> None:
+    rows = [
+        Rating(r.user, r.movie, 0.5 if k % 7 == 0 else r.rating - 0.5, r.time) for k, r in enumerate(ratings)
+    ]
+    data = load(write_ml20m(tmp_path / "ml", rows, N_MOVIES), tmp_path / "c", min_history=0)
+    assert sum(data.info["positives"].values()) == sum(r.rating >= 4 for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "name"), [(0, "nan", "user"), (1, "7.5", "movie"), (3, "inf", "time")]
+)
+def test_non_integer_ids_and_times_are_refused(ratings, tmp_path, column, value, name) -> None:
+    root = write_ml100k(tmp_path / "ml", ratings[:300], N_MOVIES)
+    replace_field(root / "u.data", 9, column, value, "\t")
+    refused(
+        root,
+        tmp_path / "c",
+        rf"u\.data:9: column {column + 1} \({name}\) has '{value}'; the {name} must be a whole",
+    )
+
+
+def test_blank_lines_do_not_shift_the_reported_line(ratings, tmp_path) -> None:
+    root = write_ml100k(tmp_path / "ml", ratings[:300], N_MOVIES)
+    lines = (root / "u.data").read_text().splitlines()
+    lines[20:20] = ["", ""]
+    lines[40] = "1\t2\t9\t880000000"
+    (root / "u.data").write_text("\n".join(lines) + "\n")
+    refused(root, tmp_path / "c", r"u\.data:41: column 3 \(rating\) has '9'")
+
+
+@pytest.mark.parametrize("writer", [write_ml100k, write_ml1m, write_ml20m])
+def test_empty_movie_file_is_refused(ratings, tmp_path, writer) -> None:
+    root = writer(tmp_path / "ml", ratings[:300], N_MOVIES)
+    movies = next(p for p in root.iterdir() if p.name in ("u.item", "movies.dat", "movies.csv"))
+    movies.write_text("movieId,title,genres\n" if movies.suffix == ".csv" else "")
+    refused(root, tmp_path / "c", rf"{movies.name} holds no movies \(expected one line per movie: ")
+
+
+def test_several_layouts_under_root_are_listed_not_picked(ratings, tmp_path) -> None:
+    write_ml100k(tmp_path / "all" / "ml-100k", ratings[:300], N_MOVIES)
+    write_ml20m(tmp_path / "all" / "ml-20m", ratings[:300], N_MOVIES)
+    (tmp_path / "all" / "notes").mkdir()
+    line = refused(tmp_path / "all", tmp_path / "c", r"holds several MovieLens datasets: ")
+    assert f"{tmp_path / 'all' / 'ml-100k'} (ml-100k), {tmp_path / 'all' / 'ml-20m'} (ml-20m)" in line
+    assert line.endswith("pick one with dataset.root=<one of them>")
+    assert load(tmp_path / "all" / "ml-20m", tmp_path / "c").info["layout"] == "ml-20m"
+    write_ml1m(tmp_path / "all" / "ml-20m", ratings[:300], N_MOVIES)  # two layouts in one folder
+    with pytest.raises(DatasetError, match=r"holds the files of several MovieLens layouts \(ratings\.dat"):
+        load(tmp_path / "all" / "ml-20m", tmp_path / "c")

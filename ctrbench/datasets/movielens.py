@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import csv
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +85,29 @@ class Layout:
     movie_sep: str
     header: bool
     encoding: str
+    rating_step: float  # ratings are multiples of this from rating_step to 5
+    movie_line: str  # what a line of the movie file holds
+
+    @property
+    def ratings_allowed(self) -> str:
+        if self.rating_step == 1:
+            return f"{self.name} ratings are whole numbers 1..5"
+        return f"{self.name} ratings are {self.rating_step:g}..5 in steps of {self.rating_step:g}"
+
+    def is_rating(self, r: np.ndarray) -> np.ndarray:
+        """Which values are ratings of this layout (NaN and infinities are not)."""
+        stars = r / self.rating_step
+        return np.isfinite(r) & (r >= self.rating_step) & (r <= 5) & (stars == np.round(stars))
 
 
 LAYOUTS = (
-    Layout("ml-100k", "u.data", "u.item", "\t", "|", False, "latin-1"),
-    Layout("ml-1m", "ratings.dat", "movies.dat", "::", "::", False, "latin-1"),
-    Layout("ml-20m", "ratings.csv", "movies.csv", ",", ",", True, "utf-8"),
-)
+    Layout("ml-100k", "u.data", "u.item", "\t", "|", False, "latin-1", 1.0,
+           "movie id|title|release date|video release date|IMDb URL|19 genre flags"),
+    Layout("ml-1m", "ratings.dat", "movies.dat", "::", "::", False, "latin-1", 1.0, "MovieID::Title::Genres"),
+    Layout("ml-20m", "ratings.csv", "movies.csv", ",", ",", True, "utf-8", 0.5,
+           "movieId,title,genres after a header line"),
+)  # fmt: skip
+RATING_COLUMNS = ("user", "movie", "rating", "time")
 GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
 ARCHIVES = {  # published MD5s; sizes where known (ml-1m: MD5 only)
     "ml-100k": RemoteFile(
@@ -122,13 +140,36 @@ class MovieLensConfig:
 
 
 def detect_layout(root: Path) -> tuple[Layout, Path]:
-    """The layout whose two files are in ``root`` or in one of its sub-folders."""
+    """The layout whose two files are in ``root``, else in exactly one of its sub-folders.
+
+    Several candidates (``root`` holding two layouts, or several sub-folders holding one each) are
+    an error listing them: picking one silently could train on a different dataset than meant.
+    """
     if not root.is_dir():
         raise DatasetError(f"dataset.root={str(root)!r} is not a folder; {_expected()}")
-    for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())]:
-        for layout in LAYOUTS:
-            if (folder / layout.ratings).is_file() and (folder / layout.movies).is_file():
-                return layout, folder
+
+    def found(folder: Path) -> list[tuple[Layout, Path]]:
+        return [
+            (x, folder) for x in LAYOUTS if (folder / x.ratings).is_file() and (folder / x.movies).is_file()
+        ]
+
+    candidates = found(root)
+    if len(candidates) > 1:
+        raise DatasetError(
+            f"dataset.root={str(root)!r} holds the files of several MovieLens layouts "
+            f"({', '.join(f'{x.ratings} + {x.movies} ({x.name})' for x, _ in candidates)}); keep one layout "
+            "per folder and point dataset.root at it"
+        )
+    if not candidates:
+        candidates = [c for sub in sorted(p for p in root.iterdir() if p.is_dir()) for c in found(sub)]
+    if len(candidates) > 1:
+        listed = ", ".join(f"{folder} ({x.name})" for x, folder in candidates)
+        raise DatasetError(
+            f"dataset.root={str(root)!r} holds several MovieLens datasets: {listed}; pick one with "
+            "dataset.root=<one of them>"
+        )
+    if candidates:
+        return candidates[0]
     present = ", ".join(sorted(p.name for p in root.iterdir())[:12]) or "nothing"
     raise DatasetError(
         f"dataset.root={str(root)!r} holds no MovieLens files ({_expected()}; found: {present})"
@@ -139,43 +180,76 @@ def _expected() -> str:
     return "expected " + " or ".join(f"{x.ratings} + {x.movies} ({x.name})" for x in LAYOUTS)
 
 
-def _first_bad_line(path: Path, layout: Layout) -> DatasetError:
-    """Locate the line numpy could not parse (its messages number rows inconsistently)."""
+def _data_lines(path: Path, layout: Layout) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of the lines numpy reads as ratings rows: after the header, not empty."""
     with open(path, encoding=layout.encoding) as f:
         for line_no, line in enumerate(f, 1):
-            if (line_no == 1 and layout.header) or not line.strip():
-                continue
-            parts = line.strip().split(layout.sep)
-            if len(parts) != 4:
-                return malformed(
-                    path, line_no, f"{len(parts)} fields, expected user, movie, rating, time", line
-                )
-            try:
-                [float(p) for p in parts]
-            except ValueError:
-                return malformed(path, line_no, "a field is not a number", line)
+            text = line.rstrip("\r\n")
+            if text and not (line_no == 1 and layout.header):
+                yield line_no, text
+
+
+def _first_bad_line(path: Path, layout: Layout) -> DatasetError:
+    """Locate the line numpy could not parse (its messages number rows inconsistently)."""
+    for line_no, line in _data_lines(path, layout):
+        parts = line.strip().split(layout.sep)
+        if len(parts) != 4:
+            return malformed(path, line_no, f"{len(parts)} fields, expected user, movie, rating, time", line)
+        try:
+            [float(p) for p in parts]
+        except ValueError:
+            return malformed(path, line_no, "a field is not a number", line)
     return DatasetError(f"{path} could not be read as ratings (user, movie, rating, time)")
 
 
+def _check_values(path: Path, layout: Layout, table: np.ndarray) -> None:
+    """Refuse what numpy reads but the protocol cannot use: a NaN or infinite field, a fractional
+    id or time, a rating outside the layout's scale (its label would be silently 0 or 1)."""
+    ok = np.isfinite(table) & (table == np.round(table))
+    ok[:, 2] = layout.is_rating(table[:, 2])
+    bad = np.flatnonzero(~ok.all(axis=1))
+    if not len(bad):
+        return
+    row = int(bad[0])
+    column = int(np.flatnonzero(~ok[row])[0])
+    found = next(islice(_data_lines(path, layout), row, None), None)
+    fields = found[1].strip().split(layout.sep) if found else []
+    value = fields[column].strip() if len(fields) == 4 else str(table[row, column])
+    where = f"{path}:{found[0]}" if found else f"{path}, ratings row {row + 1}"
+    allowed = (
+        layout.ratings_allowed if column == 2 else f"the {RATING_COLUMNS[column]} must be a whole number"
+    )
+    raise DatasetError(
+        f"{where}: column {column + 1} ({RATING_COLUMNS[column]}) has {value!r}; {allowed} "
+        f"({len(bad)} rows with such values)"
+    )
+
+
 def read_ratings(path: Path, layout: Layout) -> np.ndarray:
-    """(n, 4) float64: user, movie, rating, time."""
+    """(n, 4) float64: user, movie, rating, time — every value checked (:func:`_check_values`)."""
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input contained no data.*")
             if len(layout.sep) == 1:
                 table = np.loadtxt(
-                    path, delimiter=layout.sep, skiprows=int(layout.header), ndmin=2, encoding=layout.encoding
+                    path,
+                    delimiter=layout.sep,
+                    skiprows=int(layout.header),
+                    ndmin=2,
+                    encoding=layout.encoding,
+                    comments=None,
                 )
             else:
                 with open(path, encoding=layout.encoding) as f:
                     lines = (line.replace(layout.sep, "\t") for line in f)
-                    table = np.loadtxt(lines, delimiter="\t", ndmin=2)
+                    table = np.loadtxt(lines, delimiter="\t", ndmin=2, comments=None)
     except ValueError as exc:
         raise _first_bad_line(path, layout) from exc
     if table.shape[0] == 0:
         raise DatasetError(f"{path} holds no ratings")
     if table.shape[1] != 4:
         raise _first_bad_line(path, layout)
+    _check_values(path, layout, table)
     return table
 
 
@@ -204,6 +278,11 @@ def read_genres(path: Path, layout: Layout) -> dict[int, list[str]]:
             except (ValueError, IndexError) as exc:
                 raise malformed(path, line_no, str(exc) or "missing fields", line) from exc
             out[movie] = genres
+    if not out:
+        raise DatasetError(
+            f"{path} holds no movies (expected one line per movie: {layout.movie_line}); every rating "
+            "would get the genre (unknown)"
+        )
     return out
 
 

@@ -45,10 +45,11 @@ def test_a_changed_config_is_not_skipped(compose_cfg, tmp_path: Path) -> None:
     first = job.run(cfg, tmp_path)
     assert first["status"] == "ok"
     assert job.run(cfg, tmp_path)["started_at"] == first["started_at"]  # identical: skipped
+    same = first["fingerprint"]
     changed = compose_cfg([*TINY, "model=lr", "optim.lr=0.01"])
-    assert job.finished_record(tmp_path, changed) is None
+    assert job.finished_record(tmp_path, changed, same) == (None, "the config differs")
     no_resume = compose_cfg([*TINY, "model=lr", "resume=false"])
-    assert job.finished_record(tmp_path, no_resume) is None  # the flag is part of the config
+    assert job.finished_record(tmp_path, no_resume, same)[0] is None  # the flag is part of the config
 
 
 def test_ctrl_c_leaves_no_result_file(compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
+import shutil
 import time
 import traceback
 import warnings
@@ -21,7 +21,15 @@ from ctrbench import registry
 from ctrbench.engine.data import CTRDataModule
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
-from ctrbench.engine.task import SELECT, CTRTask
+from ctrbench.engine.provenance import differences, fingerprint
+from ctrbench.engine.selection import (
+    SELECT,
+    CheckpointError,
+    SelectedCheckpoint,
+    select_epoch,
+    verify_checkpoint,
+)
+from ctrbench.engine.task import CTRTask
 from ctrbench.results import write_result
 from ctrbench.results.record import error_line, read_result, to_json
 from ctrbench.schema import DatasetSplits
@@ -51,13 +59,6 @@ def load_data(cfg: DictConfig) -> DatasetSplits:
     return _DATA_CACHE[key]
 
 
-def _best(history: list[dict[str, float]], key: str) -> dict[str, float]:
-    scored = [h for h in history if not math.isnan(h.get(key, math.nan))]
-    if not scored:
-        return history[-1]
-    return max(scored, key=lambda h: h[key])
-
-
 def build_task(cfg: DictConfig, data: DatasetSplits) -> tuple[CTRTask, list[torch.nn.Embedding]]:
     """The regularizer (fitted), the model (built from the schema the regularizer adapts) and the task
     around them, seeded by ``cfg.seed``; also returns the tables switched to sparse gradients."""
@@ -73,33 +74,38 @@ def build_task(cfg: DictConfig, data: DatasetSplits) -> tuple[CTRTask, list[torc
     return CTRTask(model, schema, regularizer, optim, _options(cfg.loss_weights)), sparse_tables
 
 
+def _on_gpu(cfg: DictConfig) -> bool:
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+
+
 def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Train one configuration; returns the metric part of the run record."""
+    """Train one configuration; returns the metric part of the run record.
+
+    The reported epoch and the weights in ``checkpoints/best.ckpt`` are chosen by one rule
+    (:func:`ctrbench.engine.selection.select_epoch`); the folder starts empty, so the file named in
+    the record is the one this job wrote.
+    """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg)
     task, sparse_tables = build_task(cfg, data)
     trainer_args = _options(cfg.trainer)
-    accelerator = trainer_args.get("accelerator", "auto")
-    on_gpu = torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    on_gpu = _on_gpu(cfg)
     dm = CTRDataModule(data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, pin_memory=on_gpu)
 
     callbacks: list[pl.Callback] = []
-    if cfg.checkpoint:
-        callbacks.append(
-            pl.callbacks.ModelCheckpoint(
-                dirpath=str(out_dir / "checkpoints"),
-                filename="best",
-                monitor=SELECT,
-                mode="max",
-                save_top_k=1,
-            )
-        )
+    ckpt_dir = out_dir / "checkpoints"
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # an earlier run's files never pass for this one's
+    checkpoint = SelectedCheckpoint(ckpt_dir) if cfg.checkpoint else None
+    if checkpoint is not None:
+        callbacks.append(checkpoint)
     if trainer_args.get("enable_progress_bar", True):
         callbacks.append(pl.callbacks.RichProgressBar(leave=True))
     pruning = trial_pruning(cfg)  # a job of an Optuna sweep: per-epoch reports to its trial, may stop early
     if pruning is not None:
         callbacks.append(pruning)
-    trainer_args.setdefault("enable_checkpointing", bool(cfg.checkpoint))
+    # ctrbench's own checkpoint (above) is the only one: Lightning's default would save another epoch
+    trainer_args["enable_checkpointing"] = False
     trainer = pl.Trainer(
         **trainer_args,
         callbacks=callbacks,
@@ -115,18 +121,21 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     wall = time.perf_counter() - started
     if not task.history:
         raise RuntimeError("no validation epoch ran (check trainer.max_epochs / trainer.limit_val_batches)")
-    val_best = _best(task.history, SELECT)
-    test_best = _best(task.history, "test_gauc")
+    val_best, selected_by = select_epoch(task.history, SELECT)
+    test_best, _ = select_epoch(task.history, "test_gauc")
+    if checkpoint is not None:
+        verify_checkpoint(checkpoint.path, int(val_best["epoch"]))
     return {
         "epochs": task.history,
         "best_epoch": val_best["epoch"],
+        "selected_by": selected_by,
         "best_val_gauc": val_best.get("val_gauc"),
         **{f"test_{m}": val_best.get(f"test_{m}") for m in METRICS},
         "test_selected": {
             "epoch": test_best["epoch"],
             **{f"test_{m}": test_best.get(f"test_{m}") for m in METRICS},
         },
-        "checkpoint": str(out_dir / "checkpoints" / "best.ckpt") if cfg.checkpoint else None,
+        "checkpoint": str(checkpoint.path) if checkpoint is not None else None,
         "train_time_s": wall,
         "train_loop_s": task.train_seconds,
         "eval_s": task.eval_seconds,
@@ -152,13 +161,38 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def finished_record(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The ``ok`` record in ``out_dir`` if it was produced by the identical resolved config (resume)."""
+def _plugin_specs(cfg: DictConfig) -> list[registry.PluginSpec]:
+    specs = []
+    for kind in registry.KINDS:
+        try:
+            specs.append(registry.get(kind, cfg[kind].name))
+        except registry.PluginError:
+            pass  # an unknown name fails the job when it is built, with its own message
+    return specs
+
+
+def finished_record(
+    out_dir: Path, cfg: DictConfig, current: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str]:
+    """Resume: ``(the ok record in out_dir, "")`` when it was produced by the identical resolved
+    config, the same fingerprint (data, code, device: :mod:`ctrbench.engine.provenance`) and its
+    checkpoint is intact; else ``(None, why it must run)``."""
     previous = read_result(out_dir)
-    if previous is None or previous.get("status") != "ok":
-        return None
-    current = to_json(OmegaConf.to_container(cfg, resolve=True))  # plain JSON types, as written
-    return previous if previous.get("config") == current else None
+    if previous is None:
+        return None, "no result.json"
+    if previous.get("status") != "ok":
+        return None, f"its record is {previous.get('status')!r}"
+    if previous.get("config") != to_json(OmegaConf.to_container(cfg, resolve=True)):
+        return None, "the config differs"
+    changed = differences(previous.get("fingerprint"), current)
+    if changed:
+        return None, "; ".join(changed)
+    if previous.get("checkpoint"):
+        try:
+            verify_checkpoint(Path(previous["checkpoint"]), int(previous["best_epoch"]))
+        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+            return None, error_line(exc)
+    return previous, ""
 
 
 def run(
@@ -173,16 +207,12 @@ def run(
 
     A failure is logged as one line and recorded; it never propagates, so a sweep goes on.
     Ctrl-C propagates (and leaves no partial result file: the write is atomic). With ``resume``
-    (default) a job whose folder already holds an ``ok`` record of the identical resolved config is
-    skipped and that record returned, so re-running a sweep into the same ``hydra.sweep.dir``
-    re-runs only failed, interrupted or missing jobs.
+    (default) a job whose folder already holds an ``ok`` record of the identical resolved config,
+    data, code and device (:func:`finished_record`) is skipped and that record returned, so
+    re-running a sweep into the same ``hydra.sweep.dir`` re-runs only failed, interrupted, missing
+    or outdated jobs.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.get("resume", False):
-        previous = finished_record(out_dir, cfg)
-        if previous is not None:
-            log.info("skipped: %s already holds an ok result.json for this exact config", out_dir)
-            return previous
     record: dict[str, Any] = {
         "status": "running",
         "error": None,
@@ -196,6 +226,14 @@ def run(
         "started_at": _now(),
     }
     try:
+        record["fingerprint"] = fingerprint(load_data(cfg), _plugin_specs(cfg), _on_gpu(cfg))
+        if cfg.get("resume", False):
+            previous, why = finished_record(out_dir, cfg, record["fingerprint"])
+            if previous is not None:
+                log.info("skipped: %s already holds an ok result.json of this config, data and code", out_dir)
+                return previous
+            if why and why != "no result.json":
+                log.info("running %s again: %s", out_dir, why)
         record.update(train(cfg, out_dir))
         pruned = (record.get("optuna") or {}).get("pruned_epoch") is not None
         record["status"] = "pruned" if pruned else "ok"  # pruned: stopped early by its Optuna trial

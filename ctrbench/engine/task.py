@@ -24,7 +24,7 @@ from ctrbench.schema import Schema
 Batch = dict[str, torch.Tensor]
 
 EVAL_SPLITS = ("val", "test")  # dataloader_idx 0 and 1 of the validation loop
-SELECT = "val_gauc"  # model selection metric (checkpoint and the val-selected test numbers)
+PROGRESS_BAR = ("val_gauc",)  # epoch metrics shown on the progress bar
 
 
 class NonFiniteLossError(RuntimeError):
@@ -150,12 +150,13 @@ class CTRTask(pl.LightningModule):
         record["eval_s"] = time.perf_counter() - self._eval_t0
         self.eval_seconds += record["eval_s"]
         self.history.append(record)
-        loggable = {k: v for k, v in record.items() if k not in ("epoch", SELECT) and not math.isnan(v)}
+        # An undefined metric (e.g. the GAUC of a split with no user having both classes) is not
+        # logged; the checkpoint does not read logged values (ctrbench.engine.selection).
+        loggable = {k: v for k, v in record.items() if k != "epoch" and not math.isnan(v)}
+        shown = {k: loggable.pop(k) for k in PROGRESS_BAR if k in loggable}
         self.log_dict(loggable, add_dataloader_idx=False)
-        # The checkpoint monitors SELECT every epoch; an undefined GAUC (no validation user with
-        # both classes) is logged as 0 so that epoch ranks last instead of crashing the monitor.
-        select = record.get(SELECT, math.nan)
-        self.log(SELECT, 0.0 if math.isnan(select) else select, prog_bar=True, add_dataloader_idx=False)
+        if shown:
+            self.log_dict(shown, prog_bar=True, add_dataloader_idx=False)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.model, self.optim)

@@ -1,0 +1,131 @@
+"""What produced a record (architecture §8): the data, the code, the device.
+
+A run record carries ``fingerprint = {"data", "code", "device"}``; resume skips a job only when
+the previous ``ok`` record has the same config *and* the same fingerprint.
+
+- ``data``: the dataset cache key (sha256 of the raw files + protocol options + format version,
+  :mod:`ctrbench.datasets.cache`), so a raw file fixed in place changes it. A dataset plugin that
+  does not go through the cache (the embedded synthetic data, a third party's) is fingerprinted by
+  hashing its arrays.
+- ``code``: the version of ctrbench and of every distribution that provides one of the job's
+  plugins, each with a short hash of its package's source files (``.py``, ``.c``) — an editable
+  install keeps its version while its code changes — plus torch's and Lightning's versions.
+- ``device``: ``cpu`` or the CUDA device's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Iterable
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from ctrbench import registry
+from ctrbench.schema import DatasetSplits
+
+SOURCE_SUFFIXES = (".py", ".c")
+
+
+@cache
+def source_hash(package: str) -> str | None:
+    """12 hex digits of sha256 over a top-level package's source files (path and bytes), or None."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    roots = list(spec.submodule_search_locations or [])
+    files: list[tuple[str, Path]] = []
+    if roots:
+        for root in map(Path, roots):
+            files += [
+                (str(p.relative_to(root)), p)
+                for p in root.rglob("*")
+                if p.suffix in SOURCE_SUFFIXES and p.is_file() and "__pycache__" not in p.parts
+            ]
+    elif spec.origin and Path(spec.origin).is_file():
+        files.append((Path(spec.origin).name, Path(spec.origin)))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for rel, path in sorted(files):
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def _versioned(version: str, package: str | None) -> str:
+    digest = source_hash(package) if package else None
+    return f"{version}+src.{digest}" if digest else version
+
+
+def code_versions(plugins: Iterable[registry.PluginSpec]) -> dict[str, str]:
+    """``{distribution: version[+src.hash]}`` for ctrbench and the given plugins' distributions,
+    plus torch and Lightning."""
+    out = {"ctrbench": _versioned(metadata.version("ctrbench"), "ctrbench")}
+    for spec in plugins:
+        if spec.dist in out:
+            continue
+        out[spec.dist] = _versioned(spec.version, spec.value.split(":")[0].split(".")[0])
+    out["torch"] = torch.__version__
+    out["pytorch-lightning"] = pl.__version__
+    return dict(sorted(out.items()))
+
+
+def data_fingerprint(data: DatasetSplits) -> str:
+    """The dataset cache key when the plugin reports one, else a hash of the split arrays
+    (computed once per loaded dataset and kept in ``data.info``)."""
+    known = data.info.get("fingerprint")
+    if isinstance(known, str) and known:
+        return known
+    h = hashlib.sha256()
+    parts: list[tuple[str, np.ndarray]] = []
+    for name in ("train", "val", "test"):
+        split = getattr(data, name)
+        parts += [(f"{name}.{k}", v) for k, v in sorted(split.columns.items())]
+        parts += [(f"{name}.{k}", v) for k, v in (("seq", split.seq), ("end", split.end)) if v is not None]
+    if data.sequences is not None:
+        parts.append(("sequences.offsets", data.sequences.offsets))
+        parts += [(f"sequences.{k}", v) for k, v in sorted(data.sequences.columns.items())]
+    for key, array in parts:
+        array = np.ascontiguousarray(array)
+        h.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
+        h.update(memoryview(array).cast("B"))
+    digest = "arrays-" + h.hexdigest()[:24]
+    data.info["fingerprint"] = digest
+    return digest
+
+
+def device_name(on_gpu: bool) -> str:
+    return f"cuda:{torch.cuda.get_device_name()}" if on_gpu else "cpu"
+
+
+def fingerprint(data: DatasetSplits, plugins: Iterable[registry.PluginSpec], on_gpu: bool) -> dict[str, Any]:
+    return {"data": data_fingerprint(data), "code": code_versions(plugins), "device": device_name(on_gpu)}
+
+
+def differences(previous: Any, current: dict[str, Any]) -> list[str]:
+    """What differs between a record's fingerprint and the current one, in words (empty: the same)."""
+    if not isinstance(previous, dict):
+        return ["the record has no fingerprint (written by an older version)"]
+    out = []
+    if previous.get("data") != current["data"]:
+        out.append(f"the data changed ({previous.get('data')} -> {current['data']})")
+    old_code, new_code = previous.get("code") or {}, current["code"]
+    changed = [
+        f"{name} {old_code.get(name, '-')} -> {new_code.get(name, '-')}"
+        for name in sorted(set(old_code) | set(new_code))
+        if old_code.get(name) != new_code.get(name)
+    ]
+    if changed:
+        out.append("the code changed (" + ", ".join(changed) + ")")
+    if previous.get("device") != current["device"]:
+        out.append(f"the device changed ({previous.get('device')} -> {current['device']})")
+    return out

@@ -1,0 +1,109 @@
+"""One rule for the reported epoch and the kept weights (architecture §8).
+
+The epoch whose test numbers a run reports is the epoch whose weights ``checkpoints/best.ckpt``
+holds: the best validation GAUC (the earliest on ties), or — when the validation GAUC is undefined
+in every epoch (no validation split, or no validation user with both classes) — the last epoch,
+recorded as ``selected_by: last_epoch``.
+
+Lightning's ``ModelCheckpoint`` cannot keep that rule: it compares a monitor logged as float32 (two
+epochs that differ in float64 can tie there and it keeps the earlier while the float64 choice is the
+later), it needs a number in every epoch (an undefined GAUC had to be logged as 0, so epoch 0 was
+kept while the last epoch was reported), and it writes ``best-v1.ckpt`` beside an old file. So the
+callback below asks :func:`select_epoch` — the function that also picks the reported numbers — and
+writes the file atomically (temporary name, then rename).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+SELECT = "val_gauc"  # model selection metric (checkpoint and the val-selected test numbers)
+LAST_EPOCH = "last_epoch"
+CHECKPOINT_NAME = "best.ckpt"
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint of the reported epoch could not be written or does not hold that epoch."""
+
+
+def _defined(value: Any) -> bool:
+    return isinstance(value, int | float) and not math.isnan(value)
+
+
+def select_epoch(history: Sequence[Mapping[str, Any]], key: str = SELECT) -> tuple[Mapping[str, Any], str]:
+    """``(epoch record, rule)``: the epoch with the highest ``key`` (earliest on ties) and ``key``;
+    the last epoch and ``"last_epoch"`` when ``key`` is undefined in every epoch."""
+    if not history:
+        raise ValueError("no epoch to select from")
+    scored = [h for h in history if _defined(h.get(key))]
+    if not scored:
+        return history[-1], LAST_EPOCH
+    return max(scored, key=lambda h: h[key]), key  # max() keeps the first of equal values
+
+
+class SelectedCheckpoint(pl.Callback):
+    """Writes ``dirpath/best.ckpt`` after every validation epoch that :func:`select_epoch` picks.
+
+    The task's ``history`` (one record per validation epoch, appended in its
+    ``on_validation_epoch_end``) is complete when ``on_validation_end`` runs.
+    """
+
+    def __init__(self, dirpath: str | Path, key: str = SELECT) -> None:
+        self.dirpath = Path(dirpath)
+        self.key = key
+        self.path = self.dirpath / CHECKPOINT_NAME
+        self.epoch: int | None = None  # the epoch the file holds
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        history = getattr(pl_module, "history", [])
+        if not history:
+            return
+        chosen, _ = select_epoch(history, self.key)
+        if chosen is not history[-1]:
+            return
+        self.save(trainer, int(chosen["epoch"]))
+
+    def save(self, trainer: pl.Trainer, epoch: int) -> None:
+        """Atomically replace ``best.ckpt`` with the current weights; one-line error when it fails."""
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        tmp = self.dirpath / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"
+        try:
+            trainer.save_checkpoint(str(tmp))
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointError(f"checkpoint of epoch {epoch} not written to {self.path}: {exc}") from None
+        self.epoch = epoch
+
+
+def verify_checkpoint(path: Path, epoch: int) -> None:
+    """Raise :class:`CheckpointError` unless ``path`` is a complete checkpoint of ``epoch``.
+
+    A torch checkpoint is a zip archive: every member's CRC is checked, so a file cut short (a full
+    disk) is caught before its run is recorded as ``ok``; the stored epoch must be the reported one.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is missing")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise CheckpointError(f"checkpoint {path} is damaged (member {bad} fails its CRC)")
+        stored = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {path} is incomplete or unreadable: {exc}") from None
+    if stored != epoch:
+        raise CheckpointError(f"checkpoint {path} holds epoch {stored}, but epoch {epoch} is reported")

@@ -1,0 +1,120 @@
+"""Resume compares what produced a record: the data (raw files fixed in place), the code (ctrbench's
+and the plugins' distributions and sources) and the device, not only the config."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TINY
+
+from ctrbench.engine import job, provenance
+
+
+def _write_events(path: Path, flip: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["user", "item", "category", "label", "timestamp"])
+        t = 1_700_000_000
+        for u in range(40):
+            for i in rng.choice(30, size=10, replace=False):
+                label = int(rng.random() < 0.4)
+                w.writerow([f"u{u}", f"i{i}", f"c{i % 4}", 1 - label if flip and u == 0 else label, t])
+                t += 7
+    return path
+
+
+def _events_cfg(compose_cfg, csv_path: Path, cache: Path):
+    return compose_cfg(
+        [
+            "dataset=events",
+            f"dataset.root={csv_path}",
+            f"dataset.cache_dir={cache}",
+            "model=base",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "checkpoint=false",
+            "logger=none",
+        ]
+    )
+
+
+def test_resume_reruns_when_the_raw_data_changed_in_place(
+    compose_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = _write_events(tmp_path / "clicks.csv")
+    cfg = _events_cfg(compose_cfg, raw, tmp_path / "cache")
+    out = tmp_path / "job"
+    first = job.run(cfg, out)
+    assert first["status"] == "ok", first.get("error")
+    assert job.run(cfg, out)["started_at"] == first["started_at"]  # unchanged: skipped
+
+    _write_events(raw, flip=True)  # a label fixed in the same file, same config
+    job._DATA_CACHE.clear()
+    with caplog.at_level("INFO", logger="ctrbench"):
+        second = job.run(cfg, out)
+    assert second["status"] == "ok"
+    assert second["fingerprint"]["data"] != first["fingerprint"]["data"]
+    assert second["fingerprint"]["code"] == first["fingerprint"]["code"]
+    assert any("the data changed" in r.getMessage() for r in caplog.records)
+    assert second["epochs"] != first["epochs"]  # trained again on the fixed data
+
+
+def test_resume_reruns_when_the_code_changed(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = compose_cfg([*TINY, "model=lr"])
+    first = job.run(cfg, tmp_path)
+    assert set(first["fingerprint"]["code"]) >= {"ctrbench", "torch", "pytorch-lightning"}
+    assert "+src." in first["fingerprint"]["code"]["ctrbench"]  # the source is hashed, not only the version
+    real = provenance.code_versions
+    monkeypatch.setattr(
+        provenance, "code_versions", lambda plugins: {**real(plugins), "ctrbench": "0.2.0+src.000000000000"}
+    )
+    monkeypatch.setattr(job, "fingerprint", provenance.fingerprint)
+    with caplog.at_level("INFO", logger="ctrbench"):
+        second = job.run(cfg, tmp_path)
+    assert second["started_at"] >= first["started_at"] and second["fingerprint"]["code"]["ctrbench"] == (
+        "0.2.0+src.000000000000"
+    )
+    assert any("the code changed (ctrbench" in r.getMessage() for r in caplog.records)
+
+
+def test_a_record_without_fingerprint_is_not_resumed_over(compose_cfg, tmp_path: Path) -> None:
+    import json
+
+    cfg = compose_cfg([*TINY, "model=lr"])
+    first = job.run(cfg, tmp_path)
+    old = dict(first)
+    del old["fingerprint"]
+    (tmp_path / "result.json").write_text(json.dumps(old))
+    previous, why = job.finished_record(tmp_path, cfg, first["fingerprint"])
+    assert previous is None and "no fingerprint" in why
+
+
+def test_source_hash_follows_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "somepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = provenance.source_hash.__wrapped__("somepkg")
+    (pkg / "README.txt").write_text("docs do not count")
+    assert provenance.source_hash.__wrapped__("somepkg") == before
+    (pkg / "__init__.py").write_text("X = 2\n")
+    assert provenance.source_hash.__wrapped__("somepkg") != before
+
+
+def test_data_fingerprint_of_arrays_changes_with_a_value(compose_cfg) -> None:
+    import dataclasses
+
+    data = job.load_data(compose_cfg([*TINY, "model=lr"]))
+    plain = dataclasses.replace(data, info={})
+    first = provenance.data_fingerprint(plain)
+    columns = {k: np.array(v) for k, v in data.test.columns.items()}
+    columns[data.schema.label][0] = 1 - columns[data.schema.label][0]
+    changed = dataclasses.replace(data, test=dataclasses.replace(data.test, columns=columns), info={})
+    assert provenance.data_fingerprint(changed) != first
+    assert provenance.data_fingerprint(dataclasses.replace(data, info={})) == first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ctrbench.datasets.amazon import AmazonDataset
 from ctrbench.datasets.rawfiles import DatasetError
 from ctrbench.datasets.sequences import PopularitySampler
 from ctrbench.engine.data import ArrayBatches
+from ctrbench.results.record import error_line
 from ctrbench.schema import DatasetSplits
 
 SPLITS = ("train", "val", "test")
@@ -378,3 +380,54 @@ def test_din_negatives_are_uniform_over_unseen_items(din) -> None:
             share[seen] = 0
             expected += share
     assert chi2_per_dof(observed, expected) < 2
+
+
+def test_dien_statistics_show_the_protocols_user_split(dien, din, raw) -> None:
+    n_users = sum(1 for s in user_items(raw[1]).values() if len(s) >= 2)
+    n_test = round(0.1 * n_users)  # DIEN: 10 % of the users to test, the rest is its training file
+    split = dien.info["dien_user_split"]
+    assert split == {
+        "train_plus_val_users": n_users - n_test,
+        "train_plus_val_rows": 2 * (n_users - n_test),
+        "test_users": n_test,
+        "test_rows": 2 * n_test,
+        "test_user_share": round(n_test / n_users, 4),
+    }
+    rows, users = dien.info["rows"], dien.info["users_per_split"]
+    assert split["train_plus_val_rows"] == rows["train"] + rows["val"] and split["test_rows"] == rows["test"]
+    assert split["train_plus_val_users"] == users["train"] + users["val"]
+    assert "dien_user_split" not in din.info and "din_train_plus_val_rows" not in dien.info
+
+
+BAD_REVIEW_LINES = {  # id: (edit of a valid line, the problem reported)
+    "garbage-after-the-last-field": (
+        lambda line: line[:-2] + '"xyz}',
+        r"not JSON: Expecting ',' delimiter at",
+    ),
+    "a-second-object": (lambda line: line + " {}", r"not JSON: Extra data at column"),
+    "bad-literal": (lambda line: line[:-1] + ', "verified": tru}', r"not JSON: Expecting value at column"),
+    "no-colon": (lambda line: line.replace('"asin": ', '"asin" '), r"not JSON: Expecting ':' delimiter"),
+    "open-list": (lambda line: line.replace("[0, 0]", "[0, 0"), r"not JSON: Expecting ',' delimiter"),
+    "bad-escape": (
+        lambda line: line.replace('"reviewText": "', '"reviewText": "\\q'),
+        r"not JSON: Invalid \\escape",
+    ),
+    "a-list": (lambda line: "[" + line + "]", r"not a JSON object but a list"),
+    "fractional-time": (lambda line: line.replace('Time": ', 'Time": 1.5, "x": '), r"unixReviewTime is 1\.5"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REVIEW_LINES)
+def test_review_line_that_is_not_one_json_object_is_refused(tmp_path, case) -> None:
+    edit, problem = BAD_REVIEW_LINES[case]
+    root = small(tmp_path)
+    path = root / "reviews_Electronics_5.json.gz"
+    lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+    lines[11] = edit(lines[11])
+    write_gzip_lines(path, lines)
+    with pytest.raises(DatasetError) as err:
+        load(root, tmp_path / "c")
+    line = error_line(err.value)
+    assert "\n" not in str(err.value)
+    assert re.search(rf"^DatasetError: {re.escape(str(path))}:12: malformed line \({problem}", line), line
+    assert not (tmp_path / "c" / "amazon").exists()

@@ -105,7 +105,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> tuple
     cfg = OmegaConf.create(record["config"])
     data = load_data(cfg)
     task, _ = build_task(cfg, data)
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    # weights_only: a run folder is data; nothing in it is unpickled as code (architecture §8)
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     task.load_state_dict(state)
     encode = getattr(task.regularizer, "encode", None)
     return Scorer(task.model, task.schema, encode, config=record["config"]), data

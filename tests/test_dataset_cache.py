@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -71,7 +75,8 @@ def test_hit_loads_without_building_and_keeps_everything(tmp_path, raw_file) -> 
     assert folder.parent == tmp_path / "c" / "toy"
     stats = json.loads((folder / STATS).read_text())
     assert stats["rows"] == {"train": 2} and "build_seconds" in stats
-    assert {k: v for k, v in b.info.items() if k != "cache"} == stats
+    assert {k: v for k, v in b.info.items() if k not in ("cache", "fingerprint")} == stats
+    assert b.info["fingerprint"] == a.info["fingerprint"] == folder.name  # the cache key
 
 
 def test_changed_option_or_file_rebuilds_moved_folder_does_not(tmp_path, raw_file) -> None:
@@ -113,6 +118,84 @@ def test_interrupted_save_leaves_no_cache_folder(tmp_path, raw_file, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         ArrayCache("toy", 1, str(tmp_path / "c")).load_or_build([raw_file], {}, Builds())
     assert list((tmp_path / "c" / "toy").iterdir()) == []
+
+
+def test_temporary_folder_carries_the_pid_and_is_removed_when_the_save_fails(tmp_path, raw_file, monkeypatch):
+    cache = ArrayCache("toy", 1, str(tmp_path / "c"))
+    key = cache.key([raw_file], {})
+    seen = []
+
+    def failing_save(cached, folder):
+        seen.append(folder.name)
+        np.save(folder / "0000.npy", np.zeros(3))
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cache_mod, "_save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        cache.load_or_build([raw_file], {}, Builds())
+    assert seen[0].startswith(f".{key}.tmp-{os.getpid()}@{socket.gethostname()}-")
+    assert list((tmp_path / "c" / "toy").iterdir()) == []
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def leftover(parent: Path, name: str, age_s: float = 0.0) -> Path:
+    """A temporary build folder as a killed build leaves it: some arrays, no manifest."""
+    folder = parent / name
+    folder.mkdir(parents=True)
+    np.save(folder / "0000.npy", np.zeros(3))
+    if age_s:
+        then = time.time() - age_s
+        os.utime(folder, (then, then))
+    return folder
+
+
+def test_next_build_removes_temporary_folders_of_dead_builds(tmp_path, raw_file) -> None:
+    parent = tmp_path / "c" / "toy"
+    host = socket.gethostname()
+    dead = leftover(parent, f".0123abcd.tmp-{dead_pid()}@{host}-k2j3x9q1")
+    old_elsewhere = leftover(parent, ".0123abcd.tmp-77@other-node-k2j3x9q2", age_s=7 * 3600)
+    old_unnamed = leftover(parent, ".4567ef.tmp-k2j3x9q3", age_s=7 * 3600)  # no PID in the name
+    running = leftover(parent, f".89abcd.tmp-{os.getpid()}@{host}-k2j3x9q4")  # a live build here
+    fresh_elsewhere = leftover(parent, ".0123abcd.tmp-77@other-node-k2j3x9q5", age_s=60)
+    other_dataset = leftover(tmp_path / "c" / "other", f".0123abcd.tmp-{dead_pid()}@{host}-k2j3x9q6")
+    cache = ArrayCache("toy", 1, str(tmp_path / "c"))
+    cache.load_or_build([raw_file], {}, Builds())
+    for gone in (dead, old_elsewhere, old_unnamed):
+        assert not gone.exists()
+    for kept in (running, fresh_elsewhere, other_dataset):
+        assert kept.is_dir()
+    entries = {p.name for p in parent.iterdir()}
+    assert entries == {running.name, fresh_elsewhere.name, cache.key([raw_file], {})}
+
+
+def test_a_killed_build_leaves_a_folder_that_the_next_build_removes(tmp_path, raw_file) -> None:
+    """The build process dies inside the save (no clean-up runs); the next build removes its folder."""
+    script = f"""
+import os, numpy as np
+from ctrbench.datasets import cache
+def killed(cached, folder):
+    np.save(folder / "0000.npy", np.zeros(3))
+    os._exit(9)
+cache._save = killed
+from test_dataset_cache import Builds
+store = cache.ArrayCache("toy", 1, {str(tmp_path / "c")!r})
+store.load_or_build([cache.Path({str(raw_file)!r})], {{}}, Builds())
+"""
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    )
+    assert subprocess.run([sys.executable, "-c", script], env=env, capture_output=True).returncode == 9
+    parent = tmp_path / "c" / "toy"
+    (left,) = parent.iterdir()
+    assert left.name.startswith(".") and ".tmp-" in left.name and not (left / "manifest.json").exists()
+    build = Builds()
+    cached = ArrayCache("toy", 1, str(tmp_path / "c")).load_or_build([raw_file], {}, build)
+    assert build.calls == 1 and [p.name for p in parent.iterdir()] == [Path(cached.data.info["cache"]).name]
 
 
 def test_damaged_cache_is_rebuilt(tmp_path, raw_file) -> None:

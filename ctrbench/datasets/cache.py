@@ -7,6 +7,11 @@ numbered ``.npy`` arrays and ``stats.json`` — into a temporary folder that is 
 complete, so a cache folder is never half-written. A hit memory-maps the arrays (copy-on-write,
 so in-place resampling works) and loads in well under a second.
 
+The temporary folder, ``.<key>.tmp-<pid>@<host>-<random>``, is removed when the build fails; one
+left by a killed process is removed by the next build of the same dataset (any key) when its
+process is gone (same host name, no such PID) or when it is older than ``STALE_TMP_S`` (6 hours,
+for other hosts sharing the cache or a reused PID: writing the arrays takes minutes at most).
+
 File digests are memoised in ``<cache_dir>/file_digests.json`` by (path, size, mtime) so that a
 hit does not re-read gigabytes of raw files. ``cache_dir`` defaults to ``$CTRBENCH_CACHE``, else
 ``~/.cache/ctrbench``; plugins expose it as ``dataset.cache_dir``.
@@ -18,7 +23,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +45,8 @@ STATS = "stats.json"
 DIGESTS = "file_digests.json"
 _CHUNK = 1 << 22
 SPLIT_NAMES = ("train", "val", "test")
+STALE_TMP_S = 6 * 3600
+_TMP_NAME = re.compile(r"^\.[^.]+\.tmp-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]*)-)?[^-]+$")
 
 
 def cache_root(option: str = "") -> Path:
@@ -55,11 +64,59 @@ def sha256_file(path: Path) -> str:
 
 
 def _write_json(path: Path, obj: Any, sort_keys: bool = True) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
+    """Write JSON atomically (temp file in the same folder, then rename; removed on failure)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=sort_keys)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=sort_keys)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "localhost"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists under another user
+        return True
+    return True
+
+
+def tmp_prefix(key: str) -> str:
+    """Name prefix of a build's temporary folder: it carries the owner's PID and host name."""
+    return f".{key}.tmp-{os.getpid()}@{_host()}-"
+
+
+def remove_stale_tmp(folder: Path, max_age_s: float = STALE_TMP_S) -> list[Path]:
+    """Remove the temporary build folders in ``folder`` left by dead builds: the owning process is
+    gone (same host, no such PID), or the folder is older than ``max_age_s``. Returns them."""
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    host, now = _host(), time.time()
+    for path in entries:
+        found = _TMP_NAME.match(path.name)
+        if found is None:
+            continue
+        try:
+            age = now - path.stat().st_mtime
+        except OSError:
+            continue  # removed meanwhile
+        pid = found["pid"]
+        dead = pid is not None and found["host"] == host and not _alive(int(pid))
+        if dead or age > max_age_s:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def file_digests(paths: Iterable[Path], root: Path) -> dict[str, str]:
@@ -234,11 +291,13 @@ class ArrayCache:
                 cached.data.info["cache"] = str(folder)
                 cached.data.info["fingerprint"] = key  # raw files' sha256 + protocol options
                 return cached
+        for stale in remove_stale_tmp(folder.parent):
+            self.console.print(f"[dim]{self.dataset}: removed {stale.name}, left by a killed build[/dim]")
         started = time.perf_counter()
         built = build()
         built.data.info["build_seconds"] = round(time.perf_counter() - started, 2)
         folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(key), dir=folder.parent))
         try:
             _save(built, tmp)
             try:

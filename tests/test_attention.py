@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from ctrbench.nn.activation import PReLU
 from ctrbench.nn.attention import BilinearScore, LocalActivationUnit, TargetAttention, masked_weights
+from ctrbench.nn.mlp import sigmoid
 
 B, L, D, H = 3, 4, 5, 6
 torch.manual_seed(0)
@@ -97,3 +100,52 @@ def test_bad_options_are_one_line() -> None:
         LocalActivationUnit(D, D, [H], prelu, features="cross")
     with pytest.raises(ValueError, match="attention form 'dot' is unknown"):
         TargetAttention(D, D, form="dot")
+
+
+class FixedScores(nn.Module):
+    """A score module returning a given (B, L) score matrix."""
+
+    def __init__(self, scores: torch.Tensor) -> None:
+        super().__init__()
+        self.scores = scores
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.scores
+
+
+def test_scale_divides_the_scores_by_the_root_of_the_key_width_before_the_softmax() -> None:
+    query, keys = torch.zeros(1, 16), torch.randn(1, 4, 16)  # key width 16: √16 = 4
+    mask = torch.tensor([[True, True, True, False]])
+    att = TargetAttention(16, 16, form="mlp", softmax=True, hidden=[H], activation=prelu, scale=True)
+    att.score = FixedScores(torch.tensor([[4.0, 0.0, -4.0, 8.0]]))
+    e = math.e
+    expected = torch.tensor([[e, 1.0, 1 / e, 0.0]]) / (e + 1 + 1 / e)  # softmax of [1, 0, −1], masked
+    torch.testing.assert_close(att.weights(query, keys, mask), expected)
+    att.softmax = False  # without the softmax: the raw scores / 4
+    expected = torch.tensor([[1.0, 0.0, -1.0, 0.0]])
+    torch.testing.assert_close(att.weights(query, keys, mask), expected)
+    att.scale = None
+    torch.testing.assert_close(att.weights(query, keys, mask), torch.tensor([[4.0, 0.0, -4.0, 0.0]]))
+
+
+def test_sigmoid_activation_unit_is_the_official_mlp() -> None:
+    unit = LocalActivationUnit(D, D, [H, 3], sigmoid, features="official")
+    first = unit.first_layer(Q, K)
+    l2, l3 = unit.rest.net[0], unit.rest.net[2]
+    explicit = torch.sigmoid(torch.sigmoid(first) @ l2.weight.T + l2.bias) @ l3.weight.T + l3.bias
+    scores = unit(Q, K, MASK)
+    torch.testing.assert_close(scores[MASK], explicit.squeeze(-1)[MASK])
+
+
+def test_prelu_query_projection_comes_before_the_features() -> None:
+    unit = LocalActivationUnit(D, D, [H, 3], prelu, features="official", query_proj="prelu")
+    dense, act = unit.project  # even at equal widths: dense(D) → PReLU with slope 0.1
+    assert torch.all(act.weight == 0.1)
+    q = dense(Q)
+    q = torch.where(q > 0, q, 0.1 * q)
+    plain = LocalActivationUnit(D, D, [H, 3], prelu, features="official")
+    plain.load_state_dict({k: v for k, v in unit.state_dict().items() if not k.startswith("project")})
+    torch.testing.assert_close(unit.first_layer(Q, K), plain.first_layer(q, K))
+    assert LocalActivationUnit(D, D, [H], prelu, features="official").project is None
+    with pytest.raises(ValueError, match="attention query projection 'tanh' is unknown"):
+        LocalActivationUnit(D, D, [H], prelu, query_proj="tanh")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -118,7 +119,74 @@ def test_rows_shorter_than_two_add_no_aux_term(data) -> None:
     assert only_short == 0 and torch.isfinite(only_short)
     mixed = model(batches[torch.cat([short, long])])[1]["aux"]
     only_long = model(batches[long])[1]["aux"]
-    torch.testing.assert_close(mixed, only_long)  # a mean over valid steps only
+    # eq. 7: the sum over the valid steps, divided by the number of samples (16, then 8)
+    torch.testing.assert_close(mixed * 16, only_long * 8)
+    model.aux.norm = "step_mean"
+    mixed = model(batches[torch.cat([short, long])])[1]["aux"]
+    torch.testing.assert_close(mixed, model(batches[long])[1]["aux"])  # a mean over valid steps only
+
+
+def _aux_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Three rows of lengths 4, 1, 2, padded to width 6 (T_max = 4), with width-1 states and
+    behaviours; padding holds garbage."""
+    g = 50.0  # never read: padding, or a state/behaviour without a next step
+    states = torch.tensor([[0.5, -1.0, 2.0, g, g, g], [g] * 6, [1.5, g, g, g, g, g]]).unsqueeze(-1)
+    positives = torch.tensor([[g, 1.0, 0.5, -2.0, g, g], [g] * 6, [g, 2.0, g, g, g, g]]).unsqueeze(-1)
+    negatives = torch.tensor([[g, 0.3, -1.0, 0.5, g, g], [g] * 6, [g, -0.5, g, g, g, g]]).unsqueeze(-1)
+    mask = torch.arange(6)[None, :] < torch.tensor([4, 1, 2])[:, None]
+    return states, positives, negatives, mask
+
+
+def _term(pos: float, neg: float) -> float:
+    """−log σ(pos) − log(1 − σ(neg))."""
+    return -math.log(1 / (1 + math.exp(-pos))) - math.log(1 - 1 / (1 + math.exp(-neg)))
+
+
+def test_aux_norms_on_hand_computed_terms() -> None:
+    # valid steps (row, t): (0, 0), (0, 1), (0, 2), (2, 0); the inner head scores s = h_t·e_{t+1}
+    total = _term(0.5, 0.15) + _term(-0.5, 1.0) + _term(-4.0, 1.0) + _term(3.0, -0.75)
+    expected = {
+        "paper": total / 3,  # eq. 7: Σ_i Σ_t over N = 3 samples
+        # tf.reduce_mean over B × (T_max − 1) = 3 × 3 entries (T_max: the longest history, not the width)
+        "official": total / (3 * (4 - 1)),
+        "step_mean": total / 4,  # the 4 valid steps
+    }
+    for norm, value in expected.items():
+        aux = dien.AuxiliaryLoss(1, 1, head="inner", norm=norm)
+        assert aux(*_aux_inputs()).item() == pytest.approx(value, rel=1e-6), norm
+    for norm in expected:  # the mlp head's terms are normalised alike
+        torch.manual_seed(0)
+        aux = dien.AuxiliaryLoss(1, 1, head="mlp", mlp=[4, 3], norm=norm)
+        got = aux(*_aux_inputs()).item()
+        torch.manual_seed(0)
+        steps = dien.AuxiliaryLoss(1, 1, head="mlp", mlp=[4, 3], norm="step_mean")(*_aux_inputs()).item()
+        assert got == pytest.approx(steps * 4 * expected[norm] / total, rel=1e-6), norm
+    empty = torch.zeros(3, 6, dtype=torch.bool)
+    states, pos, neg, _ = _aux_inputs()
+    assert dien.AuxiliaryLoss(1, 1, norm="official")(states, pos, neg, empty).item() == 0.0
+
+
+def test_aux_norm_is_a_typed_option_with_the_paper_as_default(compose_cfg) -> None:
+    assert compose_cfg(["model=dien"]).model.aux_norm == "paper"
+    assert compose_cfg(["model=dien", "model.aux_norm=official"]).model.aux_norm == "official"
+    with pytest.raises(
+        ValueError, match=r"model.aux_norm='batch' is unknown \(choices: paper, official, step_mean\)"
+    ):
+        dien.AuxiliaryLoss(1, 1, norm="batch")
+
+
+def test_aux_mlp_head_input_norm_is_applied_to_h_and_e() -> None:
+    states, pos, neg, mask = _aux_inputs()
+    torch.manual_seed(0)
+    plain = dien.AuxiliaryLoss(1, 1, head="mlp", mlp=[4, 3], norm="step_mean")
+    torch.manual_seed(0)
+    frozen = dien.AuxiliaryLoss(1, 1, head="mlp", mlp=[4, 3], norm="step_mean", input_bn="frozen")
+    with torch.no_grad():  # the frozen norm's affine map, folded into the inputs by hand
+        frozen.norm_h.weight.fill_(2.0)
+        frozen.norm_e.bias.fill_(0.5)
+    c = 1 / math.sqrt(1 + 1e-3)
+    want = plain(states * 2.0 * c, pos * c + 0.5, neg * c + 0.5, mask)
+    torch.testing.assert_close(frozen(states, pos, neg, mask), want)
 
 
 def test_dien_without_negatives_fails_in_one_line(data) -> None:

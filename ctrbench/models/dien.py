@@ -9,6 +9,9 @@ the sum-pooled behaviours (and dense fields) — plus one interest vector, fed t
   a_t of its states to the candidate (eq. 9), interest evolving layer (eq. 10 / 11 / 12–13);
   the final evolved state h'_T is the interest vector;
 * ``dien``: ``augru`` trained with the auxiliary loss (eq. 7–8) on the extractor states.
+
+Every default is the paper's; each difference of the official code (github.com/mouna99/dien,
+script/model.py and utils.py) is an option, and ``model=dien_official`` switches them all on.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ctrbench.nn import MLP, ActivationFactory, Behaviours, EmbeddingBank, sum_pool
-from ctrbench.nn.attention import TargetAttention
+from ctrbench.nn.attention import QUERY_PROJ, TargetAttention
 from ctrbench.nn.gru import InterestEvolution, InterestExtractor
+from ctrbench.nn.mlp import input_norm, pick_activation
 from ctrbench.schema import Schema
 
 Batch = dict[str, torch.Tensor]
 AUX_HEADS = ("inner", "mlp")
+AUX_NORMS = ("paper", "official", "step_mean")
 
 
 @dataclass
@@ -39,6 +44,14 @@ class GRUAttentionConfig:
     att_mlp: list[int] = field(default_factory=lambda: [80, 40])  # widths of the mlp attention
     # input of the mlp attention: official = [e_a, h_t, e_a−h_t, e_a⊙h_t]; outer = DIN paper's
     att_features: str = "official"
+    att_act: str = "act"  # mlp attention's hidden layers: act = the `act` group; sigmoid = official code
+    # candidate before the mlp attention: auto = a linear map only where widths differ; prelu = official
+    # code (always dense to the state width + PReLU)
+    att_query: str = "auto"
+    tower_product: bool = False  # true = official code: e_a ⊙ Σ_t e_t also into the final MLP
+    # normalisation of the final MLP's input: none = paper; batch = BatchNorm1d; frozen = official code
+    # (TensorFlow's batch norm never switched to training mode: a learned per-feature affine map)
+    input_bn: str = "none"
     dropout: float = 0.0  # dropout after each hidden layer of the final MLP
 
 
@@ -73,10 +86,17 @@ class DIENConfig(AUGRUConfig):
     # inner = paper's σ(⟨h_t, e⟩) (h_t projected when hidden ≠ behaviour width); mlp = official code
     aux_head: str = "inner"
     aux_mlp: list[int] = field(default_factory=lambda: [100, 50])  # widths of the mlp head (sigmoid)
+    aux_input_bn: str = "none"  # normalisation of the mlp head's input [h_t, e]: none | batch | frozen
+    # normalisation of L_aux: paper = eq. 7, sum over a sample's steps, mean over the samples;
+    # official = mean over B·(T_max − 1) entries, padding included; step_mean = mean over valid steps
+    aux_norm: str = "paper"
 
 
 class Tower(nn.Module):
-    """MLP([others..., e_a, Σ_t e_t, dense..., interest]) → logit (B,) (DIEN Fig. 1, top)."""
+    """MLP([others..., e_a, Σ_t e_t, dense..., interest]) → logit (B,) (DIEN Fig. 1, top).
+
+    ``tower_product`` adds e_a ⊙ Σ_t e_t (official code); ``input_bn`` normalises the input.
+    """
 
     def __init__(
         self,
@@ -93,25 +113,35 @@ class Tower(nn.Module):
             + 2 * embeddings.behaviour_dim
             + sum(f.dim for f in schema.dense)
             + interest_dim
+            + (embeddings.behaviour_dim if config.tower_product else 0)
         )
+        self.product = config.tower_product
+        self.input_bn = input_norm(config.input_bn, in_dim)
         self.mlp = MLP(in_dim, config.mlp, activation, out_dim=1, dropout=config.dropout)
 
     def forward(self, batch: Batch, b: Behaviours, interest: torch.Tensor) -> torch.Tensor:
-        parts = [*b.others, b.query, sum_pool(b.keys)]
+        pooled = sum_pool(b.keys)
+        parts = [*b.others, b.query, pooled]
+        if self.product:
+            parts.append(b.query * pooled)
         parts += [batch[name].reshape(len(interest), -1).float() for name in self.dense]
-        return self.mlp(torch.cat([*parts, interest], dim=1)).squeeze(-1)
+        return self.mlp(self.input_bn(torch.cat([*parts, interest], dim=1))).squeeze(-1)
 
 
 def _attention(key_dim: int, query_dim: int, config: GRUAttentionConfig, activation: ActivationFactory):
     """Softmax attention of GRU states to the candidate (eq. 9, or the official MLP form)."""
+    if config.att_query not in QUERY_PROJ:
+        choices = ", ".join(QUERY_PROJ)
+        raise ValueError(f"model.att_query={config.att_query!r} is unknown (choices: {choices})")
     return TargetAttention(
         key_dim,
         query_dim,
         form=config.att_form,
         softmax=True,
         hidden=config.att_mlp,
-        activation=activation,
+        activation=pick_activation(config.att_act, activation, "att_act"),
         features=config.att_features,
+        query_proj=config.att_query,
     )
 
 
@@ -144,22 +174,43 @@ class EvolvingInterest(nn.Module):
 class AuxiliaryLoss(nn.Module):
     """DIEN eq. 7: h_t must tell the next behaviour e_{t+1} from a sampled negative ê_{t+1}.
 
-    ``head="inner"`` scores σ(⟨h_t, e⟩) as the paper (h_t projected to the behaviour width when
-    they differ); ``head="mlp"`` is the official code's auxiliary net, an MLP (100-50, sigmoid) on
-    [h_t, e] (without its input batch norm), whose first layer's h_t part is computed once for the
-    positive and the negative. Loss = mean over valid steps (t + 1 < length) of
-    −log σ(s(h_t, e_{t+1})) − log(1 − σ(s(h_t, ê_{t+1}))); 0 when a batch has no valid step.
+    Per valid step (t + 1 < length of the row) the term is
+    ℓ_it = −log σ(s(h_t, e_{t+1})) − log(1 − σ(s(h_t, ê_{t+1}))). ``head="inner"`` scores
+    s = ⟨h_t, e⟩ as the paper (h_t projected to the behaviour width when they differ);
+    ``head="mlp"`` is the official code's auxiliary net, an MLP (100-50, sigmoid) on [h_t, e]
+    (its input normalised as ``input_bn``: the official code's is ``frozen``), whose first layer's
+    h_t part is computed once for the positive and the negative. ``norm`` turns the terms into L_aux:
+
+    * ``paper``     — eq. 7: L_aux = (1/N)·Σ_i Σ_t ℓ_it, N = the rows of the batch;
+    * ``official``  — the official code's ``tf.reduce_mean`` of the masked (B, T_max − 1) terms,
+      padding included: Σ ℓ_it / (B·(T_max − 1)), T_max = the batch's longest history;
+    * ``step_mean`` — the mean over the valid steps of the batch: Σ ℓ_it / #steps.
+
+    0 when a batch has no valid step.
     """
 
-    def __init__(self, hidden: int, dim: int, head: str = "inner", mlp: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        dim: int,
+        head: str = "inner",
+        mlp: list[int] | None = None,
+        norm: str = "paper",
+        input_bn: str = "none",
+    ) -> None:
         super().__init__()
         if head not in AUX_HEADS:
             raise ValueError(f"aux_head {head!r} is unknown (choices: {', '.join(AUX_HEADS)})")
-        self.head = head
+        if norm not in AUX_NORMS:
+            raise ValueError(f"model.aux_norm={norm!r} is unknown (choices: {', '.join(AUX_NORMS)})")
+        self.head, self.norm = head, norm
         if head == "inner":
             self.project = nn.Linear(hidden, dim, bias=False) if hidden != dim else None
             return
         widths = list(mlp or [100, 50])
+        # normalising [h_t, e] per feature is normalising h_t and e apart
+        self.norm_h = input_norm(input_bn, hidden, "aux_input_bn")
+        self.norm_e = input_norm(input_bn, dim, "aux_input_bn")
         self.first_h = nn.Linear(hidden, widths[0])
         self.first_e = nn.Linear(dim, widths[0], bias=False)
         self.rest = MLP(widths[0], widths[1:], lambda width, ndim=2: nn.Sigmoid(), out_dim=1)
@@ -180,14 +231,24 @@ class AuxiliaryLoss(nn.Module):
                 h = self.project(h)
             e, n = torch.cat([pos, neg]), len(at)  # positives and negatives in one pass
             s = (h.repeat(2, 1) * e).sum(-1)
-            return (F.softplus(-s[:n]) + F.softplus(s[n:])).mean()
-        # h_t's share of the first layer computed once, added to the positive's and the negative's
-        # share inside their GEMMs (no concatenated copies: the head's forward + backward at batch 256 took
-        # 17 instead of 22 ms on two threads)
-        shared, w_e = self.first_h(h), self.first_e.weight.t()
-        pos_s = self.rest(torch.sigmoid(torch.addmm(shared, pos, w_e))).squeeze(-1)
-        neg_s = self.rest(torch.sigmoid(torch.addmm(shared, neg, w_e))).squeeze(-1)
-        return (F.softplus(-pos_s).sum() + F.softplus(neg_s).sum()) / len(at)
+            total = (F.softplus(-s[:n]) + F.softplus(s[n:])).sum()
+        else:
+            # h_t's share of the first layer computed once, added to the positive's and the negative's
+            # share inside their GEMMs (no concatenated copies: the head's forward + backward at batch
+            # 256 took 17 instead of 22 ms on two threads)
+            shared, w_e = self.first_h(self.norm_h(h)), self.first_e.weight.t()
+            pos_s = self.rest(torch.sigmoid(torch.addmm(shared, self.norm_e(pos), w_e))).squeeze(-1)
+            neg_s = self.rest(torch.sigmoid(torch.addmm(shared, self.norm_e(neg), w_e))).squeeze(-1)
+            total = F.softplus(-pos_s).sum() + F.softplus(neg_s).sum()
+        return total / self.count(mask, len(at))
+
+    def count(self, mask: torch.Tensor, steps: int) -> int:
+        """The divisor of the summed terms under ``norm`` (``steps`` = number of valid steps)."""
+        if self.norm == "paper":
+            return mask.shape[0]
+        if self.norm == "official":
+            return mask.shape[0] * (int(mask.sum(1).max()) - 1)
+        return steps
 
 
 class GRUAttention(nn.Module):
@@ -276,7 +337,9 @@ class DIEN(nn.Module):
         self.embeddings = EmbeddingBank(schema, config.emb_dim)
         dim = self.embeddings.behaviour_dim
         self.interest = EvolvingInterest(dim, config, activation, "augru", config.gate, config.loop)
-        self.aux = AuxiliaryLoss(config.hidden, dim, config.aux_head, config.aux_mlp)
+        self.aux = AuxiliaryLoss(
+            config.hidden, dim, config.aux_head, config.aux_mlp, config.aux_norm, config.aux_input_bn
+        )
         self.tower = Tower(self.embeddings, schema, config.hidden, config, activation)
 
     def forward(self, batch: Batch) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:

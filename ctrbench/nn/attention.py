@@ -12,11 +12,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ctrbench.nn.activation import ActivationFactory
+from ctrbench.nn.activation import ActivationFactory, PReLU
 from ctrbench.nn.mlp import MLP
 
 FEATURES = ("outer", "official")
 FORMS = ("mlp", "bilinear")
+QUERY_PROJ = ("auto", "prelu")
 _MASKED = -1e9  # finite "minus infinity": an all-padding row gets zero weights, never NaN
 
 
@@ -41,6 +42,11 @@ class LocalActivationUnit(nn.Module):
     with [W_k', W_p], so padding costs nothing. The layers after the first run on the valid
     positions packed into 2-D, so padding never enters the statistics of a stateful activation
     (Dice) either. Returns raw scores (B, L), 0 at padded positions.
+
+    ``query_proj`` maps the candidate before the features: ``auto`` by a linear layer to the key
+    width only when the official features need equal widths; ``prelu`` always by a dense layer to
+    the key width followed by PReLU (slope initialised to 0.1), as the official DIEN code's
+    ``din_fcn_attention`` does.
     """
 
     def __init__(
@@ -50,19 +56,25 @@ class LocalActivationUnit(nn.Module):
         hidden: Sequence[int],
         activation: ActivationFactory,
         features: str = "outer",
+        query_proj: str = "auto",
     ) -> None:
         super().__init__()
         if features not in FEATURES:
             raise ValueError(f"attention features {features!r} is unknown (choices: {', '.join(FEATURES)})")
+        if query_proj not in QUERY_PROJ:
+            raise ValueError(
+                f"attention query projection {query_proj!r} is unknown (choices: {', '.join(QUERY_PROJ)})"
+            )
         if not hidden:
             raise ValueError("the attention MLP needs at least one hidden layer")
         self.features = features
         width = hidden[0]
-        # official form with different widths: project the query to the key width first (as the
-        # official code does for GRU states).
-        self.project = (
-            nn.Linear(query_dim, key_dim) if features == "official" and query_dim != key_dim else None
-        )
+        self.project: nn.Module | None = None
+        if query_proj == "prelu":  # official DIEN: dense to the key width, then PReLU
+            self.project = nn.Sequential(nn.Linear(query_dim, key_dim), PReLU(key_dim, init=0.1))
+        elif features == "official" and query_dim != key_dim:
+            # official form with different widths: project the query to the key width first
+            self.project = nn.Linear(query_dim, key_dim)
         q_dim = key_dim if self.project is not None else query_dim
         self.query = nn.Linear(q_dim, width)
         self.key = nn.Parameter(torch.empty(width, key_dim).uniform_(-1, 1).div_(math.sqrt(key_dim)))
@@ -132,7 +144,8 @@ class TargetAttention(nn.Module):
 
     form ``mlp`` = :class:`LocalActivationUnit` (DIN eq. 3, DIEN's official code),
     form ``bilinear`` = :class:`BilinearScore` (DIEN eq. 9). ``softmax`` normalises over valid
-    positions (DIEN eq. 9; DIN's official code) or keeps raw scores (DIN paper).
+    positions (DIEN eq. 9; DIN's official code) or keeps raw scores (DIN paper); ``scale`` divides
+    the scores by √D (D = key width) first, as DIN's official code does before its softmax.
     ``forward`` returns (pooled (B, D_values), weights (B, L)).
     """
 
@@ -145,20 +158,29 @@ class TargetAttention(nn.Module):
         hidden: Sequence[int] = (80, 40),
         activation: ActivationFactory | None = None,
         features: str = "outer",
+        scale: bool = False,
+        query_proj: str = "auto",
     ) -> None:
         super().__init__()
         if form not in FORMS:
             raise ValueError(f"attention form {form!r} is unknown (choices: {', '.join(FORMS)})")
         self.softmax = softmax
+        # official DIN: scores / √D before the softmax, D = the key width
+        self.scale = math.sqrt(key_dim) if scale else None
         if form == "mlp":
             if activation is None:
                 raise ValueError("the mlp attention form needs an activation factory")
-            self.score: nn.Module = LocalActivationUnit(key_dim, query_dim, hidden, activation, features)
+            self.score: nn.Module = LocalActivationUnit(
+                key_dim, query_dim, hidden, activation, features, query_proj
+            )
         else:
             self.score = BilinearScore(key_dim, query_dim)
 
     def weights(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return masked_weights(self.score(query, keys, mask), mask, self.softmax)
+        scores = self.score(query, keys, mask)
+        if self.scale is not None:
+            scores = scores / self.scale
+        return masked_weights(scores, mask, self.softmax)
 
     def forward(
         self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor, values: torch.Tensor | None = None

@@ -323,3 +323,20 @@ def test_parquet_nan_label_and_time_are_refused(log, tmp_path) -> None:
         tmp_path / "c",
         r"time\.parquet, row 7: column 'ts' has 'inf', not a finite",
     )
+
+
+def test_a_job_on_a_refused_table_records_one_error_line(log, tmp_path, compose_cfg) -> None:
+    from ctrbench.engine import job
+
+    path = with_row(log, tmp_path / "log.csv", 30, ts="2023-11-14T22:13:20")
+    overrides = [f"dataset.{k}={v}" for k, v in MAPPING.items()]
+    cfg = compose_cfg(
+        ["dataset=events", f"dataset.root={path}", f"dataset.cache_dir={tmp_path / 'c'}", *overrides]
+        + ["model=base", "trainer.max_epochs=1", "checkpoint=false", "logger=none"]
+    )
+    record = job.run(cfg, tmp_path / "job")
+    assert record["status"] == "failed"
+    assert record["error"].startswith(
+        f"DatasetError: {path}:32: column 'ts' has '2023-11-14T22:13:20', a date-time"
+    )
+    assert "\n" not in record["error"] and not (tmp_path / "c" / "events").exists()

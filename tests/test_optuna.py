@@ -65,7 +65,7 @@ def test_lambda_preset_selects_the_optuna_sweeper() -> None:
     options = OmegaConf.merge(OmegaConf.structured(OptunaSweeperConf), preset.hydra.sweeper)  # schema-valid
     assert options._target_ == HYDRA_TARGET and options.direction == "maximize"
     space = parse_search_space(options.params)
-    assert space.distributions == {"reg.lam": FloatDistribution(1e-4, 1.0, log=True)}
+    assert space.distributions == {"reg.lam": FloatDistribution(1e-4, 10.0, log=True)}
 
 
 def test_sqlite_study_two_workers_prunes_a_hopeless_trial(tmp_path: Path) -> None:

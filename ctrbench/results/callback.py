@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ctrbench.results.record import error_line
 from ctrbench.results.tables import render
+from ctrbench.sweeper import jobs
 
 log = logging.getLogger("ctrbench")
 
@@ -19,6 +20,12 @@ __all__ = ["SummaryCallback"]
 class SummaryCallback(Callback):
     """Writes ``summary.csv/md/tex`` into the sweep folder (or the run folder) and prints the table.
 
+    A sweep's summary describes the jobs of the command that just ran: ctrbench's sweepers (basic and
+    Optuna) publish the folders of the jobs they launched (:mod:`ctrbench.sweeper.jobs`), and the
+    ``result.json`` of an earlier command still in ``hydra.sweep.dir`` is left out and listed in a note
+    under the table. Under a sweeper that publishes nothing, every record in the folder is summarized
+    (as ``ctrbench report`` does), and the log says so.
+
     A ``paper`` key in the config (set by the paper presets in ``conf/experiment/``) lays the tables
     out like that table of the paper (:mod:`ctrbench.results.paper`). It never raises: a problem is
     logged as one line, so a finished sweep is never reported as failed.
@@ -27,18 +34,33 @@ class SummaryCallback(Callback):
     def __init__(self, base_model: str = "base") -> None:
         self.base_model = base_model
 
-    def _render(self, folder: Any, config: DictConfig) -> None:
+    def _render(self, folder: Any, config: DictConfig, command: jobs.SweepJobs | None = None) -> None:
         try:
             if folder is None:
                 raise ValueError("no output folder in the Hydra config")
             paper = _select(config, "paper")
-            render(str(folder), base_model=self.base_model, paper=paper if isinstance(paper, str) else None)
+            render(
+                str(folder),
+                base_model=self.base_model,
+                paper=paper if isinstance(paper, str) else None,
+                jobs=None if command is None else command.dirs,
+            )
         except Exception as exc:  # the summary is a convenience; it must not fail the sweep
             log.warning("summary not written for %s: %s", folder, error_line(exc))
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Forget jobs published for this sweep folder by an earlier command of this process."""
+        folder = _select(config, "hydra.sweep.dir")
+        if folder is not None:
+            jobs.forget(folder)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Summarize every job of the sweep in ``hydra.sweep.dir``."""
-        self._render(_select(config, "hydra.sweep.dir"), config)
+        """Summarize the jobs this command's sweeper launched into ``hydra.sweep.dir``."""
+        folder = _select(config, "hydra.sweep.dir")
+        command = jobs.take(folder) if folder is not None else None
+        if command is None and folder is not None:
+            log.info("the sweeper did not list its jobs: the summary covers every result.json in %s", folder)
+        self._render(folder, config, command)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarize a single run in its folder: ``hydra.runtime.output_dir``, else ``hydra.run.dir``."""

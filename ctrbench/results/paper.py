@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctrbench.metrics import rela_impr
-from ctrbench.results.summary import SummaryRow, group_records, strip_row_override
+from ctrbench.results.summary import SummaryRow, comparable, group_records, strip_row_override
 
 __all__ = [
     "TABLES",
@@ -329,7 +329,8 @@ def layout(
     the paper's order; a paper row that was not run is a placeholder with status ``not run``. Runs on
     data that is none of the paper's columns follow, also in the paper's row order, without paper
     numbers; rows the paper does not have come last, in summary order. RelaImpr (AUC and GAUC) is
-    recomputed against the table's reference row on the same data, where that row was run.
+    recomputed against the table's reference row on the same data (and of a comparable fingerprint:
+    the same data and code), where that row was run.
     """
     table = get_table(table) if isinstance(table, str) else table
     groups = group_records(records)
@@ -343,10 +344,12 @@ def layout(
         entry[1].append((dataclasses.replace(row), _table_row(table, row, members[0])))
 
     for _, matched in data.values():
-        ref = next((r for r, spec in matched if spec is not None and spec.row == table.reference), None)
-        for r, _ in matched if ref is not None else ():
-            r.relaimpr = rela_impr(r.auc_mean, ref.auc_mean)
-            r.relaimpr_gauc = rela_impr(r.gauc_mean, ref.gauc_mean)
+        refs = [r for r, spec in matched if spec is not None and spec.row == table.reference]
+        for r, _ in matched if refs else ():
+            # the reference run of the same data and code (rows of other fingerprints get none)
+            ref = next((x for x in refs if comparable(x.provenance, r.provenance)), None)
+            r.relaimpr = rela_impr(r.auc_mean, ref.auc_mean) if ref is not None else NAN
+            r.relaimpr_gauc = rela_impr(r.gauc_mean, ref.gauc_mean) if ref is not None else NAN
 
     out: list[PaperRow] = []
     for i, column in enumerate(table.datasets):

@@ -6,8 +6,10 @@ import csv
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,9 +19,9 @@ from ctrbench.results.bars import plot_relaimpr
 from ctrbench.results.curves import plot_curves
 from ctrbench.results.paper import TABLES, PaperLayout, PaperRow, layout, paper_key
 from ctrbench.results.record import read_results
-from ctrbench.results.summary import SummaryRow, strip_row_override, summarize
+from ctrbench.results.summary import SummaryRow, duplicates, strip_row_override, summarize
 
-__all__ = ["render", "rich_table", "write_tables"]
+__all__ = ["render", "render_notes", "rich_table", "write_tables"]
 
 HEADERS = (
     "Model",
@@ -35,7 +37,7 @@ HEADERS = (
     "RelaImpr (GAUC)",
     "Status",
 )
-_FIELDS = [f.name for f in dataclasses.fields(SummaryRow)]
+_FIELDS = [f.name for f in dataclasses.fields(SummaryRow) if f.name != "provenance"]
 # With a paper layout (a preset's ``paper`` key): the paper's row and dataset first, its numbers last.
 PAPER_HEADERS = ("Paper row", "Paper dataset", *HEADERS, "Paper AUC", "Paper RelaImpr")
 PAPER_FIELDS = ["paper_row", "paper_dataset", *_FIELDS, "paper_metric", "paper_auc", "paper_relaimpr"]
@@ -80,7 +82,7 @@ def _cells(row: SummaryRow, sep: str = " ± ", missing: str = "—") -> list[str
         row.dataset,
         row.reg,
         row.act,
-        row.variant,
+        " ".join(filter(None, [row.variant, f"[{row.fingerprint}]" if row.fingerprint else ""])),
         str(row.n_seeds),
         _pm(row.auc_mean, math.nan if single else row.auc_std, sep, missing),
         _pm(row.gauc_mean, math.nan if single else row.gauc_std, sep, missing),
@@ -129,17 +131,25 @@ def _md_cell(text: str) -> str:
     return text.replace("|", r"\|").replace("\n", " ")
 
 
-def _markdown(rows: Sequence[SummaryRow]) -> str:
+def _md_notes(notes: Sequence[str]) -> str:
+    return "".join(f"\n{_md_cell(note)}\n" for note in notes)
+
+
+def _tex_notes(notes: Sequence[str]) -> str:
+    return "".join(f"% {note}\n" for note in (n.replace("\n", " ") for n in notes))
+
+
+def _markdown(rows: Sequence[SummaryRow], notes: Sequence[str] = ()) -> str:
     lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] * 5 + ["---:"] * 6 + ["---"]) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in _cells(row)) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _md_notes(notes)
 
 
-def _paper_markdown(paper: PaperLayout) -> str:
+def _paper_markdown(paper: PaperLayout, notes: Sequence[str] = ()) -> str:
     align = ["---"] * 7 + ["---:"] * 6 + ["---"] + ["---:"] * 2
     lines = ["| " + " | ".join(PAPER_HEADERS) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in _paper_cells(line)) + " |" for line in paper.rows]
-    return "\n".join(lines) + "\n\n" + _md_cell(paper.caption) + "\n"
+    return "\n".join(lines) + "\n\n" + _md_cell(paper.caption) + "\n" + _md_notes(notes)
 
 
 def tex_escape(text: str) -> str:
@@ -147,7 +157,7 @@ def tex_escape(text: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in text)
 
 
-def _latex(rows: Sequence[SummaryRow]) -> str:
+def _latex(rows: Sequence[SummaryRow], notes: Sequence[str] = ()) -> str:
     lines = [
         r"\begin{tabular}{lllll" + "r" * 6 + "l}",
         r"\toprule",
@@ -159,10 +169,10 @@ def _latex(rows: Sequence[SummaryRow]) -> str:
         # the ± placeholder is put in after escaping so its backslash survives
         lines.append(" & ".join(c.replace("\x00", r"$\pm$") for c in cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _tex_notes(notes)
 
 
-def _paper_latex(paper: PaperLayout) -> str:
+def _paper_latex(paper: PaperLayout, notes: Sequence[str] = ()) -> str:
     lines = [
         "% " + paper.caption,
         r"\begin{tabular}{lllllll" + "r" * 6 + "lrr}",
@@ -174,28 +184,33 @@ def _paper_latex(paper: PaperLayout) -> str:
         cells = [tex_escape(c) for c in _paper_cells(line, sep=" \x00 ", missing="--")]
         lines.append(" & ".join(c.replace("\x00", r"$\pm$") for c in cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _tex_notes(notes)
 
 
 def write_tables(
-    rows: Sequence[SummaryRow], out_dir: str | os.PathLike[str], paper: PaperLayout | None = None
+    rows: Sequence[SummaryRow],
+    out_dir: str | os.PathLike[str],
+    paper: PaperLayout | None = None,
+    notes: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write ``summary.csv``, ``summary.md`` and ``summary.tex`` into ``out_dir``; returns their paths.
 
     With ``paper`` (a :func:`ctrbench.results.paper.layout` of ``rows``) the tables follow the paper's
     layout: its rows in its order with the paper's numbers (``paper_auc``, ``paper_relaimpr``).
+    ``notes`` (see :func:`render_notes`) go under the markdown table and into the LaTeX file as
+    comments; the CSV holds the rows only.
     """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {ext: folder / f"summary.{ext}" for ext in ("csv", "md", "tex")}
     if paper is not None:
         _write_paper_csv(paper, paths["csv"])
-        paths["md"].write_text(_paper_markdown(paper), encoding="utf-8")
-        paths["tex"].write_text(_paper_latex(paper), encoding="utf-8")
+        paths["md"].write_text(_paper_markdown(paper, notes), encoding="utf-8")
+        paths["tex"].write_text(_paper_latex(paper, notes), encoding="utf-8")
         return paths
     _write_csv(rows, paths["csv"])
-    paths["md"].write_text(_markdown(rows), encoding="utf-8")
-    paths["tex"].write_text(_latex(rows), encoding="utf-8")
+    paths["md"].write_text(_markdown(rows, notes), encoding="utf-8")
+    paths["tex"].write_text(_latex(rows, notes), encoding="utf-8")
     return paths
 
 
@@ -277,12 +292,82 @@ def _rich(
     return table
 
 
+def _job_name(record: Mapping[str, Any], root: Path) -> str:
+    """A job's folder, relative to ``root`` where it lies below it."""
+    folder = Path(str(record.get("job_dir", "?")))
+    try:
+        return str(folder.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(folder)
+
+
+def _listing(records: Sequence[Mapping[str, Any]], shared: set[str], root: Path, limit: int = 5) -> str:
+    """``2 (seed=3), 5 (seed=4), ... and 3 more``: job folders with the overrides not in ``shared``."""
+    items = []
+    for record in records[:limit]:
+        overrides = record.get("overrides")
+        own = [str(o) for o in overrides if str(o) not in shared] if isinstance(overrides, list) else []
+        items.append(_job_name(record, root) + (f" ({' '.join(own)})" if own else ""))
+    more = f" and {len(records) - limit} more" if len(records) > limit else ""
+    return ", ".join(items) + more
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def render_notes(
+    records: Sequence[Mapping[str, Any]],
+    rows: Sequence[SummaryRow],
+    root: str | os.PathLike[str],
+    others: Sequence[Mapping[str, Any]] = (),
+) -> list[str]:
+    """The lines under a summary table: jobs of another command left out (``others``), jobs that
+    repeat another's config and count once, rows split because their data or code differ."""
+    root = Path(root)
+    every = [*records, *others]
+    sets = [{str(o) for o in r["overrides"]} for r in every if isinstance(r.get("overrides"), list)]
+    shared = set.intersection(*sets) if sets else set()
+    notes = []
+    if others:
+        left_out = sorted(others, key=lambda r: _natural_key(_job_name(r, root)))
+        verb = "is" if len(others) == 1 else "are"
+        notes.append(
+            f"{_plural(len(others), 'job', 'jobs')} in this folder {verb} from another command, left out "
+            f"of the table: {_listing(left_out, shared, root)}."
+        )
+    repeated = duplicates(records)
+    if repeated:
+        pairs = [
+            f"{_listing([dropped], shared, root)} as {_job_name(kept, root)}"
+            for dropped, kept in repeated[:5]
+        ]
+        more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+        notes.append(
+            f"{_plural(len(repeated), 'job repeats', 'jobs repeat')} the config of another, counted once: "
+            + ", ".join(pairs)
+            + more
+            + "."
+        )
+    if any(row.fingerprint for row in rows):
+        notes.append(
+            "Records of different data or code (their fingerprint) are different rows, marked in [brackets]; "
+            "RelaImpr compares rows of the same data and code only."
+        )
+    return notes
+
+
+def _natural_key(text: str) -> list[Any]:
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text)]
+
+
 def render(
     root: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     console: Console | None = None,
     base_model: str = "base",
     paper: str | None = None,
+    jobs: Collection[str | os.PathLike[str]] | None = None,
 ) -> list[SummaryRow]:
     """Read every ``result.json`` under ``root``, summarize, write the tables and print them.
 
@@ -290,11 +375,25 @@ def render(
     when ``root`` holds no ``result.json``. ``paper`` (a table id of :mod:`ctrbench.results.paper`;
     default: the ``paper`` key of the records' configs, which a preset sets; ``"none"``: off) lays
     the tables out like that table of the paper; an unknown id is reported and ignored.
+
+    ``jobs``: the job folders of the command the summary describes (a sweep's, see
+    :class:`~ctrbench.results.callback.SummaryCallback`); records in other folders under ``root`` are
+    left out of the tables and plots and listed in a note under the table. None (``ctrbench report``):
+    every record. Either way a configuration run twice counts once, and records of different data or
+    code are separate rows (:func:`~ctrbench.results.summary.summarize`).
     """
     records = read_results(root)
     if not records:
         raise ValueError(f"no result.json found under {root}")
+    others: list[dict[str, Any]] = []
+    if jobs is not None:
+        mine = {Path(j).resolve() for j in jobs}
+        others = [r for r in records if Path(r["job_dir"]).resolve() not in mine]
+        records = [r for r in records if Path(r["job_dir"]).resolve() in mine]
+        if not records:
+            raise ValueError(f"none of this command's {len(mine)} jobs left a result.json under {root}")
     rows = summarize(records, base_model=base_model)
+    notes = render_notes(records, rows, root, others)
     console = console or Console(width=max(120, Console().width))
     table_id = paper_key(records) if paper is None else paper
     laid_out = None
@@ -306,7 +405,7 @@ def render(
             console.print(
                 Text(f"unknown paper table {table_id!r} (known: {known}): plain layout", style="yellow")
             )
-    paths = write_tables(rows, root if out_dir is None else out_dir, paper=laid_out)
+    paths = write_tables(rows, root if out_dir is None else out_dir, paper=laid_out, notes=notes)
     curves = plot_curves(records, Path(root if out_dir is None else out_dir) / "curves.png")
     if curves is not None:
         paths["curves"] = curves
@@ -317,5 +416,7 @@ def render(
     console.print(rich_table(rows, title=title, paper=laid_out))
     if laid_out is not None:
         console.print(Text(laid_out.caption, style="dim"))
+    for note in notes:
+        console.print(Text(note, style="yellow"))
     console.print(Text(f"wrote {', '.join(str(p) for p in paths.values())}", style="dim"))
     return rows

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HYDRA_TARGET", "OptunaSweeperConf"]
+__all__ = ["BASIC_TARGET", "HYDRA_TARGET", "OptunaSweeperConf"]
 
 # Hydra 1.3 instantiates a plugin only when its ``_target_`` starts with ``hydra_plugins.``
 # (``Plugins.is_in_toplevel_plugins_module``), and then looks the class up by that name in its
 # registry instead of importing it. ctrbench has no ``hydra_plugins`` package: ``plugin.register()``
 # enters :class:`~ctrbench.sweeper.optuna_sweeper.OptunaSweeper` under this name.
 HYDRA_TARGET = "hydra_plugins.ctrbench.OptunaSweeper"
+# :class:`~ctrbench.sweeper.basic.BasicSweeper`, the ``_target_`` of ``conf/hydra/sweeper/basic.yaml``
+BASIC_TARGET = "hydra_plugins.ctrbench.BasicSweeper"
 
 
 @dataclass

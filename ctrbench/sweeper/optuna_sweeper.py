@@ -17,6 +17,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from ctrbench.results.record import RESULT_FILE, error_line, read_result
+from ctrbench.sweeper.jobs import claim_numbers, next_job_number, numbered_subdirs, publish
 from ctrbench.sweeper.storage import (
     LOCAL_TRIALS,
     TRIAL_ATTR,
@@ -78,9 +79,14 @@ class OptunaSweeper(Sweeper):
       ``trial.should_prune()`` (see :mod:`ctrbench.sweeper.pruning`). That needs a ``storage`` every job
       process can open; with the in-memory default it works only for jobs run in this process (Hydra's
       basic launcher), and jobs in launcher workers train unpruned.
+    - **Folders**: job numbers continue after the highest one already in ``hydra.sweep.dir`` (a folder
+      ``<n>`` or a ``result.json`` with ``job_num`` n), and each batch's folders are claimed with an
+      exclusive ``mkdir`` (when ``hydra.sweep.subdir`` is Hydra's ``${hydra.job.num}``): a continued
+      study, a new one or a second process sweeping into the same folder never overwrites a trial's job.
     - **Output**: ``optuna.csv`` in the sweep dir — every trial of the study (number, state, value,
-      params, job dir, error) with the best marked — printed as a table; ``summary.*`` still come from
-      ctrbench's summary callback. ``optuna-dashboard <storage URL>`` shows the same study live.
+      params, job dir, error) with the best marked — printed as a table; ``summary.*`` (ctrbench's
+      summary callback) cover the trials of this command. ``optuna-dashboard <storage URL>`` shows the
+      same study live.
     """
 
     def __init__(
@@ -206,7 +212,10 @@ class OptunaSweeper(Sweeper):
             f"++optuna.study={format_value(study.study_name)}",
         ]
         returns: list[Sequence[JobReturn]] = []
-        job_idx = 0
+        # job numbers (and folders) continue after those already in the sweep folder: a new trial never
+        # lands in an earlier trial's folder, also when a second process sweeps into the same folder
+        numbered = numbered_subdirs(self.config)
+        job_idx = next_job_number(sweep_dir)
         for start in range(0, self.n_trials, self.n_jobs):
             trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, self.n_trials - start))]
             try:
@@ -225,6 +234,7 @@ class OptunaSweeper(Sweeper):
                         LOCAL_TRIALS[(study.study_name, trial.number)] = trial
                     runnable.append((trial, overrides))
                 if runnable:
+                    job_idx = claim_numbers(sweep_dir, job_idx, len(runnable), numbered)
                     results = self.launcher.launch([o for _, o in runnable], initial_job_idx=job_idx)
                     job_idx += len(runnable)
                     returns.append(results)
@@ -238,6 +248,7 @@ class OptunaSweeper(Sweeper):
                 for trial in trials:
                     LOCAL_TRIALS.pop((study.study_name, trial.number), None)
         self.report(study, sweep_dir)
+        publish(sweep_dir, returns)  # this command's trials, for the summary
         return returns
 
     def _outcome(

@@ -119,36 +119,47 @@ _CATEGORIES = re.compile(rb"""'categories': (\[\s*(?:""" + _PATH + rb"""\s*,?\s*
 _ASIN = re.compile(rb"""'asin': '([^'\\]*)'""")
 
 
-def _review_fields(path: Path, line_no: int, line: bytes) -> tuple[bytes, bytes, int]:
+_SCAN = json.JSONDecoder().scan_once  # the C scanner behind json.loads, without its wrappers
+
+
+def _review_fields(path: Path, line_no: int, line: bytes) -> tuple[str, str, int]:
     """(reviewerID, asin, unixReviewTime) of one review line, which must be exactly one JSON object.
 
-    Every line is parsed in full by the C JSON scanner (``json.loads``), so that trailing text, a cut
-    string or a bad escape anywhere in the line is reported with its line number; picking the three
-    fields out by pattern would be ~15 % faster end to end but accepts such lines.
+    Every line is parsed in full by the C JSON scanner and must end where the object ends, so that
+    trailing text, a cut string or a bad escape anywhere in the line is reported with its line
+    number. Picking the three fields out by pattern read ~30 % more lines per second but accepted
+    such lines. A line the scanner refuses is parsed again by ``json.loads`` for its error message.
     """
     try:
-        rec = json.loads(line.decode("utf-8"))
+        text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise malformed(path, line_no, f"not UTF-8: byte {exc.start + 1}", line) from exc
-    except json.JSONDecodeError as exc:
-        raise malformed(path, line_no, f"not JSON: {exc.msg} at column {exc.colno}", line) from exc
-    if not isinstance(rec, dict):
+    try:
+        rec, end = _SCAN(text, 0)
+        if end != len(text) and not text[end:].isspace():
+            raise ValueError("extra data")
+    except (StopIteration, ValueError):  # JSONDecodeError is a ValueError
+        try:
+            rec = json.loads(text)  # the standard message (or leading blanks, which it allows)
+        except json.JSONDecodeError as exc:
+            raise malformed(path, line_no, f"not JSON: {exc.msg} at column {exc.colno}", line) from exc
+    if type(rec) is not dict:
         raise malformed(path, line_no, f"not a JSON object but a {type(rec).__name__}", line)
     try:
         u, i, t = rec["reviewerID"], rec["asin"], rec["unixReviewTime"]
     except KeyError as exc:
         raise malformed(path, line_no, f"no field {exc}", line) from exc
-    if not isinstance(u, str) or not isinstance(i, str):
+    if type(u) is not str or type(i) is not str:
         raise malformed(path, line_no, "reviewerID and asin must be strings", line)
-    if type(t) is not int:
+    if type(t) is not int or not -(2**63) <= t < 2**63:
         raise malformed(path, line_no, f"unixReviewTime is {t!r}, not a whole number of seconds", line)
-    return u.encode(), i.encode(), t
+    return u, i, t
 
 
 def read_reviews(path: Path) -> Reviews:
     """Stream ``reviews_*.json.gz``: one JSON object per line; reviewerID, asin and time are kept."""
-    users: dict[bytes, int] = {}
-    items: dict[bytes, int] = {}
+    users: dict[str, int] = {}
+    items: dict[str, int] = {}
     user, item, when = array("i"), array("i"), array("q")
     for line_no, line in numbered_lines(path):
         u, i, t = _review_fields(path, line_no, line)
@@ -161,7 +172,7 @@ def read_reviews(path: Path) -> Reviews:
         np.frombuffer(user, dtype=np.int32).astype(np.int64),
         np.frombuffer(item, dtype=np.int32).astype(np.int64),
         np.frombuffer(when, dtype=np.int64).copy(),
-        list(items),
+        [key.encode() for key in items],
     )
 
 

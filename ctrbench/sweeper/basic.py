@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,8 @@ class BasicSweeperConf:
 
     _target_: str = BASIC_TARGET
     max_batch_size: int | None = None  # jobs launched together (null: all)
-    params: dict[str, str] | None = None  # sweeps in the config: {key: "a,b"}, joined with the command line
+    params: dict[str, Any] = field(default_factory=dict)  # sweeps in the config: {key: "a,b"}; the
+    # command line joins them (+hydra.sweeper.params.seed=1,2 adds one from the command line)
 
 
 class BasicSweeper(HydraBasicSweeper):
@@ -58,7 +59,7 @@ class BasicSweeper(HydraBasicSweeper):
     launching, and one log line says how many were dropped.
     """
 
-    def __init__(self, max_batch_size: int | None, params: dict[str, str] | None = None) -> None:
+    def __init__(self, max_batch_size: int | None, params: dict[str, Any] | None = None) -> None:
         # Not HydraBasicSweeper.__init__: its ``super(BasicSweeper, self)`` names the class through its
         # module, which Hydra's plugin scan executes a second time (a new class object) when it starts.
         Sweeper.__init__(self)

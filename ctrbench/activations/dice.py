@@ -12,8 +12,10 @@ from ctrbench.nn.dice import Dice
 @dataclass
 class DiceConfig:
     eps: float = 1e-8  # ε in eq. (9), the paper's value
-    # Weight of the current batch in the moving averages (torch convention); 0.01 is the decay
-    # 0.99 of the batch normalisation inside the papers' reference Dice code.
+    # Weight of the current batch in the moving averages (torch convention): the paper's moving
+    # averages (eq. 9) with decay 0.99. The official codes differ: DIN's Dice normalises in
+    # TensorFlow's inference mode (fixed mean 0, variance 1), DIEN's with batch statistics at test
+    # time too; ctrbench follows the paper (see the README's paper-vs-official table).
     momentum: float = 0.01
     alpha_init: float = 0.0  # initial α of the (1 − p(s))·α·s channel, per unit
 

@@ -65,14 +65,17 @@ def _without_usable_validation(data, how: str):
 
 @pytest.mark.parametrize("how", ["empty", "one_class"])
 def test_without_a_usable_validation_metric_the_last_epoch_is_reported_and_kept(
-    how, compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    how, compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = compose_cfg([*TINY, *EPOCHS, "model=base", "optim.lr=0.01"])
     data = _without_usable_validation(job.load_data(cfg), how)
     monkeypatch.setattr(job, "load_data", lambda cfg: data)
-    record = job.run(cfg, tmp_path)
+    with caplog.at_level("WARNING", logger="ctrbench"):
+        record = job.run(cfg, tmp_path)
     assert record["status"] == "ok", record.get("error")
     assert record["selected_by"] == LAST_EPOCH and record["best_epoch"] == 2
+    said = [r.getMessage() for r in caplog.records if "the last epoch is reported" in r.getMessage()]
+    assert len(said) == 1
     assert all(math.isnan(e.get("val_gauc", math.nan)) for e in record["epochs"])
     # the reported numbers are the last epoch's, and the checkpoint holds that epoch's weights
     assert record["test_auc"] == record["epochs"][-1]["test_auc"]

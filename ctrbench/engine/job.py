@@ -23,6 +23,7 @@ from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.provenance import differences, fingerprint
 from ctrbench.engine.selection import (
+    LAST_EPOCH,
     SELECT,
     CheckpointError,
     SelectedCheckpoint,
@@ -112,17 +113,22 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         logger=make_logger(_options(cfg.logger), out_dir),
         default_root_dir=str(out_dir),
     )
+    if len(data.val) == 0:
+        log.warning("the validation split is empty: the last epoch is reported and its weights kept")
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*sync_dist.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
         trainer.fit(task, datamodule=dm)
     wall = time.perf_counter() - started
     if not task.history:
         raise RuntimeError("no validation epoch ran (check trainer.max_epochs / trainer.limit_val_batches)")
     val_best, selected_by = select_epoch(task.history, SELECT)
     test_best, _ = select_epoch(task.history, "test_gauc")
+    if selected_by == LAST_EPOCH and len(data.val):
+        log.warning("validation %s undefined in every epoch: the last epoch is reported and kept", SELECT)
     if checkpoint is not None:
         verify_checkpoint(checkpoint.path, int(val_best["epoch"]))
     return {

@@ -244,11 +244,12 @@ def run(
         pruned = (record.get("optuna") or {}).get("pruned_epoch") is not None
         record["status"] = "pruned" if pruned else "ok"  # pruned: stopped early by its Optuna trial
         log.info(
-            "done: test AUC %.4f, GAUC %.4f, logloss %.4f (best validation GAUC at epoch %d), %.0f samples/s",
+            "done: test AUC %.4f, GAUC %.4f, logloss %.4f (epoch %d, selected by %s), %.0f samples/s",
             record["test_auc"],
             record["test_gauc"],
             record["test_logloss"],
             record["best_epoch"],
+            "the best validation GAUC" if record["selected_by"] == SELECT else "being the last",
             record["samples_per_s"] or 0.0,
         )
     except Exception as exc:  # a job failure must not end the sweep

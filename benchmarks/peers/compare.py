@@ -39,9 +39,17 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 # ctrbench's options for the comparison's dimensions (see peer_io); DIEN as FuxiCTR's: GRU width =
-# behaviour width (32), the official MLP attention with softmax
+# behaviour width (32), the official MLP attention with softmax; the auxiliary loss averaged over
+# valid steps, as the plain loop (run_plain.py) computes it, so that the AUC columns compare alike
 DATASET = PROTOCOL  # the split prepare.py exported, rebuilt by ctrbench's own loader
-DIEN = {"emb_dim": 16, "hidden": 32, "att_form": "mlp", "att_mlp": [80, 40], "mlp": [200, 80]}
+DIEN = {
+    "emb_dim": 16,
+    "hidden": 32,
+    "att_form": "mlp",
+    "att_mlp": [80, 40],
+    "mlp": [200, 80],
+    "aux_norm": "step_mean",
+}
 CTRBENCH_MODELS = {
     "din": ("din", {"emb_dim": 16, "att_features": "official", "att_mlp": [80, 40], "mlp": [200, 80]}),
     "dien": ("dien", {**DIEN, "aux_head": "mlp"}),

@@ -78,7 +78,7 @@ class SelectedCheckpoint(pl.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"
         try:
-            trainer.save_checkpoint(str(tmp))
+            trainer.save_checkpoint(str(tmp), weights_only=False)  # full state: weights and optimizer
             if trainer.is_global_zero:
                 os.replace(tmp, self.path)
         except OSError as exc:

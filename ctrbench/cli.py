@@ -150,21 +150,25 @@ def _task(cfg) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from ctrbench.engine import interrupt
+    from ctrbench.engine.job import record_failure, run
     from ctrbench.launcher import prepare_job
 
+    interrupt.install()  # also in a launcher's worker process: SIGTERM/SIGINT record the job interrupted
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
-    prepare_job(cfg, hc)  # before anything touches CUDA: multi-device refusal, GPU slot (hydra/launcher=gpus)
-
-    from ctrbench.engine.job import run
-
-    record = run(
-        cfg,
-        Path(hc.runtime.output_dir),
-        overrides=list(hc.overrides.task),
-        job_num=hc.job.num if multirun else None,
-        choices={kind: hc.runtime.choices.get(kind) for kind in registry.KINDS},
-    )
+    where = {
+        "out_dir": Path(hc.runtime.output_dir),
+        "overrides": list(hc.overrides.task),
+        "job_num": hc.job.num if multirun else None,
+        "choices": {kind: hc.runtime.choices.get(kind) for kind in registry.KINDS},
+    }
+    try:
+        prepare_job(cfg, hc)  # before anything touches CUDA: multi-device refusal, GPU slot (gpus launcher)
+    except Exception as exc:  # no free slot, a launch refusal: this job fails, the sweep goes on
+        record = record_failure(cfg, exc=exc, **where)
+    else:
+        record = run(cfg, **where)
     if record["status"] != "ok" and not multirun:
         _failed_runs.append(record["error"])
     value = record.get("best_val_gauc")
@@ -194,10 +198,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import hydra
 
+    from ctrbench.engine import interrupt
+
     app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_task)
     sys.argv = [sys.argv[0] if sys.argv else "ctrbench", *args]
     _failed_runs.clear()
-    app()
+    try:
+        with interrupt.handlers():
+            app()
+    except interrupt.JobInterrupted as exc:
+        # the job's record (and a sweep's summary) are written; schedulers expect 128 + the signal
+        return _fail(f"{exc}; what finished is recorded, re-run the command to resume", exc.exit_code)
     # A failed single run exits non-zero (its one-line error is already logged); a sweep exits 0
     # and reports failed jobs in its summary.
     return 1 if _failed_runs else 0

@@ -18,7 +18,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ctrbench import registry
+from ctrbench.engine import interrupt
 from ctrbench.engine.data import CTRDataModule
+from ctrbench.engine.interrupt import JobInterrupted
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.provenance import differences, fingerprint
@@ -80,8 +82,9 @@ def _on_gpu(cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
 
 
-def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Train one configuration; returns the metric part of the run record.
+def train(cfg: DictConfig, out_dir: Path, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one configuration; returns the metric part of the run record (``progress["epochs"]``,
+    when given, is the per-epoch history as it grows, for the record of an interrupted job).
 
     The reported epoch and the weights in ``checkpoints/best.ckpt`` are chosen by one rule
     (:func:`ctrbench.engine.selection.select_epoch`); the folder starts empty, so the file named in
@@ -90,6 +93,8 @@ def train(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg)
     task, sparse_tables = build_task(cfg, data)
+    if progress is not None:
+        progress["epochs"] = task.history
     trainer_args = _options(cfg.trainer)
     on_gpu = _on_gpu(cfg)
     dm = CTRDataModule(data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, pin_memory=on_gpu)
@@ -201,6 +206,65 @@ def finished_record(
     return previous, ""
 
 
+def new_record(
+    cfg: DictConfig,
+    overrides: Sequence[str] = (),
+    job_num: int | None = None,
+    choices: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A job's record before it runs (status ``running``)."""
+    return {
+        "status": "running",
+        "error": None,
+        # the option the user chose (a thin variant such as din_official names the plugin it configures)
+        **{kind: (choices or {}).get(kind) or cfg[kind].name for kind in registry.KINDS},
+        "seed": cfg.seed,
+        "job_num": job_num,
+        "overrides": list(overrides),
+        "config": _config(cfg),
+        "plugins": _plugins(cfg),
+        "started_at": _now(),
+    }
+
+
+def _config(cfg: DictConfig) -> Any:
+    """The resolved config; unresolved where an interpolation cannot resolve (the job then fails)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # e.g. ${oc.env:UNSET}: the record still says what was asked for
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def _save(out_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Write the record; a record that cannot be written (a full disk, a read-only folder) fails the job
+    in one line, and the previous ``result.json`` stays as it was (the write is atomic)."""
+    try:
+        write_result(out_dir, record)
+    except OSError as exc:
+        record = {
+            **record,
+            "status": "failed",
+            "error": f"record not written to {out_dir}: {error_line(exc)}",
+        }
+        log.error("job failed: %s", record["error"])
+    return record
+
+
+def record_failure(
+    cfg: DictConfig,
+    out_dir: Path,
+    exc: BaseException,
+    overrides: Sequence[str] = (),
+    job_num: int | None = None,
+    choices: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Record a job that failed before it could start (e.g. no free GPU slot) as ``failed``, one line."""
+    record = new_record(cfg, overrides, job_num, choices)
+    record.update(status="failed", error=error_line(exc), finished_at=_now())
+    log.error("job failed: %s", record["error"])
+    return _save(out_dir, record)
+
+
 def run(
     cfg: DictConfig,
     out_dir: Path,
@@ -211,26 +275,17 @@ def run(
     """Train and write ``result.json`` in ``out_dir`` — with status ``failed`` when anything raises
     (``pruned`` when an Optuna sweep's pruner stopped it).
 
-    A failure is logged as one line and recorded; it never propagates, so a sweep goes on.
-    Ctrl-C propagates (and leaves no partial result file: the write is atomic). With ``resume``
+    A failure is logged as one line and recorded; it never propagates, so a sweep goes on. While the
+    job trains its record says ``running``; SIGTERM or SIGINT (:mod:`ctrbench.engine.interrupt`)
+    records it ``interrupted``, with the epochs it finished, and propagates. With ``resume``
     (default) a job whose folder already holds an ``ok`` record of the identical resolved config,
     data, code and device (:func:`finished_record`) is skipped and that record returned, so
     re-running a sweep into the same ``hydra.sweep.dir`` re-runs only failed, interrupted, missing
     or outdated jobs.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {
-        "status": "running",
-        "error": None,
-        # the option the user chose (a thin variant such as din_official names the plugin it configures)
-        **{kind: (choices or {}).get(kind) or cfg[kind].name for kind in registry.KINDS},
-        "seed": cfg.seed,
-        "job_num": job_num,
-        "overrides": list(overrides),
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "plugins": _plugins(cfg),
-        "started_at": _now(),
-    }
+    record = new_record(cfg, overrides, job_num, choices)
+    progress: dict[str, Any] = {}
     try:
         record["fingerprint"] = fingerprint(load_data(cfg), _plugin_specs(cfg), _on_gpu(cfg))
         if cfg.get("resume", False):
@@ -240,7 +295,8 @@ def run(
                 return previous
             if why and why != "no result.json":
                 log.info("running %s again: %s", out_dir, why)
-        record.update(train(cfg, out_dir))
+        write_result(out_dir, record)  # running: a job killed outright is not taken for finished
+        record.update(train(cfg, out_dir, progress))
         pruned = (record.get("optuna") or {}).get("pruned_epoch") is not None
         record["status"] = "pruned" if pruned else "ok"  # pruned: stopped early by its Optuna trial
         log.info(
@@ -252,6 +308,15 @@ def run(
             "the best validation GAUC" if record["selected_by"] == SELECT else "being the last",
             record["samples_per_s"] or 0.0,
         )
+    except (JobInterrupted, SystemExit) as exc:
+        interrupted = exc if isinstance(exc, JobInterrupted) else interrupt.from_lightning(exc)
+        if interrupted is None:
+            raise
+        record.update(status="interrupted", error=str(interrupted), epochs=progress.get("epochs", []))
+        record["finished_at"] = _now()
+        log.error("job %s: %d epoch(s) finished", interrupted, len(record["epochs"]))
+        _save(out_dir, record)
+        raise interrupted from None
     except Exception as exc:  # a job failure must not end the sweep
         record["status"] = "failed"
         record["error"] = error_line(exc)
@@ -260,5 +325,4 @@ def run(
     finally:
         finish(failed=record["status"] not in ("ok", "pruned"))  # close this job's wandb run, if any
     record["finished_at"] = _now()
-    write_result(out_dir, record)
-    return record
+    return _save(out_dir, record)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ctrbench.results.record import error_line
+from ctrbench.results.record import RESULT_FILE, error_line
 from ctrbench.results.tables import render
 from ctrbench.sweeper import jobs
 
 log = logging.getLogger("ctrbench")
 
-__all__ = ["SummaryCallback"]
+__all__ = ["SummaryCallback", "summarize_interrupted"]
 
 
 class SummaryCallback(Callback):
@@ -73,3 +74,29 @@ def _select(config: DictConfig, key: str) -> Any:
         return OmegaConf.select(config, key, default=None)
     except Exception:  # an unresolvable interpolation counts as missing
         return None
+
+
+def summarize_interrupted(config: DictConfig, planned: list[tuple[Path, list[str]]] | None) -> None:
+    """The summary of an interrupted sweep: what finished, the jobs that were running (their records
+    say ``interrupted`` or ``running``) and a note listing those that never started. ``planned``: the
+    command's jobs as (folder, overrides), or None when their folders are not known in advance."""
+    folder = _select(config, "hydra.sweep.dir")
+    base = _select(config, "hydra.callbacks.summary.base_model") or "base"
+    paper = _select(config, "paper")
+    try:
+        if folder is None:
+            raise ValueError("no output folder in the Hydra config")
+        not_run = [
+            f"{path.name} ({' '.join(overrides)})"
+            for path, overrides in planned or []
+            if not (path / RESULT_FILE).is_file()
+        ]
+        render(
+            str(folder),
+            base_model=str(base),
+            paper=paper if isinstance(paper, str) else None,
+            jobs=None if planned is None else [path for path, _ in planned],
+            not_run=not_run,
+        )
+    except Exception as exc:  # the interrupted command still exits with its signal's status
+        log.warning("summary not written for %s: %s", folder, error_line(exc))

@@ -171,13 +171,20 @@ def summary_row(records: list[Mapping[str, Any]]) -> SummaryRow:
     overrides = first.get("overrides")
     variant = " ".join(_variant([str(o) for o in overrides])) if isinstance(overrides, list) else ""
     stats = {m: _mean_std(_metric(r, m) for r in ok) for m in ("auc", "gauc", "logloss")}
+    # a record still "running" when its command's summary is written was interrupted (killed outright)
+    kinds = {"interrupted" if r.get("status") == "running" else str(r.get("status")) for r in failed}
+    kind = kinds.pop() if len(kinds) == 1 else "failed"
     if not failed:
         status = "ok"
     elif not ok:
-        status = "pruned" if all(r.get("status") == "pruned" for r in failed) else "failed"
+        status = kind
     else:
-        status = f"partial {len(failed)}/{len(records)} failed"
-    errors = [str(r["error"]) for r in failed if r.get("error")]
+        status = f"partial {len(failed)}/{len(records)} {kind}"
+    errors = [
+        str(r["error"]) if r.get("error") else "ended while running (killed, or its process died)"
+        for r in failed
+        if r.get("error") or r.get("status") == "running"
+    ]
     return SummaryRow(
         **{k: str(first.get(k) or "") for k in PLUGIN_KEYS},
         variant=variant,

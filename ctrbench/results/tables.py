@@ -368,6 +368,7 @@ def render(
     base_model: str = "base",
     paper: str | None = None,
     jobs: Collection[str | os.PathLike[str]] | None = None,
+    not_run: Sequence[str] = (),
 ) -> list[SummaryRow]:
     """Read every ``result.json`` under ``root``, summarize, write the tables and print them.
 
@@ -380,7 +381,8 @@ def render(
     :class:`~ctrbench.results.callback.SummaryCallback`); records in other folders under ``root`` are
     left out of the tables and plots and listed in a note under the table. None (``ctrbench report``):
     every record. Either way a configuration run twice counts once, and records of different data or
-    code are separate rows (:func:`~ctrbench.results.summary.summarize`).
+    code are separate rows (:func:`~ctrbench.results.summary.summarize`). ``not_run``: the jobs of an
+    interrupted sweep that never started (their overrides), listed in a note.
     """
     records = read_results(root)
     if not records:
@@ -394,6 +396,9 @@ def render(
             raise ValueError(f"none of this command's {len(mine)} jobs left a result.json under {root}")
     rows = summarize(records, base_model=base_model)
     notes = render_notes(records, rows, root, others)
+    if not_run:  # an interrupted sweep: the command's jobs that never started
+        shown = "; ".join(not_run[:10]) + (f" and {len(not_run) - 10} more" if len(not_run) > 10 else "")
+        notes.append(f"Interrupted before {_plural(len(not_run), 'job', 'jobs')} started: {shown}.")
     console = console or Console(width=max(120, Console().width))
     table_id = paper_key(records) if paper is None else paper
     laid_out = None

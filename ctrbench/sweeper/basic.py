@@ -17,8 +17,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper as HydraBasi
 from hydra.core.override_parser.types import Override
 from hydra.plugins.sweeper import Sweeper
 
+from ctrbench.engine.interrupt import JobInterrupted
+from ctrbench.results.callback import summarize_interrupted
 from ctrbench.sweeper.config import BASIC_TARGET
-from ctrbench.sweeper.jobs import publish
+from ctrbench.sweeper.jobs import numbered_subdirs, publish
 
 __all__ = ["BasicSweeper", "BasicSweeperConf", "unique_jobs"]
 
@@ -91,7 +93,21 @@ class BasicSweeper(HydraBasicSweeper):
         return list(HydraBasicSweeper.split_overrides_to_chunks(jobs, max_batch_size))
 
     def sweep(self, arguments: list[str]) -> Any:
-        returns = super().sweep(arguments)
+        try:
+            returns = super().sweep(arguments)
+        except JobInterrupted:
+            # SIGTERM/SIGINT: Hydra calls no on_multirun_end; summarize what finished, then exit 128+N
+            if self.config is not None:
+                summarize_interrupted(self.config, self._planned())
+            raise
         assert self.config is not None
         publish(Path(self.config.hydra.sweep.dir), returns)
         return returns
+
+    def _planned(self) -> list[tuple[Path, list[str]]] | None:
+        """This command's jobs as (folder, overrides), when folders are job numbers (Hydra's default)."""
+        if self.config is None or self.overrides is None or not numbered_subdirs(self.config):
+            return None
+        every = [job for batch in self.overrides for job in batch]
+        root = Path(str(self.config.hydra.sweep.dir))
+        return [(root / str(num), list(job)) for num, job in enumerate(every)]

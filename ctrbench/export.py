@@ -12,6 +12,10 @@ giving the probabilities of the checkpoint (tested).
 
 The manifest holds the format, the traced shape, the input names, the schema (fields, vocabularies,
 shared tables, history cap), the run's full config and the torch / ctrbench versions.
+
+The run folder is read as data: its checkpoint through ``torch.load(weights_only=True)``
+(:func:`ctrbench.scoring.load_checkpoint_state`), so a file that would need code to unpickle ends the
+command with one line naming it, and nothing in it runs.
 """
 
 from __future__ import annotations
@@ -121,10 +125,23 @@ class ExportedScorer:
         path = folder / MANIFEST
         if not path.is_file():
             raise FileNotFoundError(f"no {MANIFEST} in {folder} (made by python -m ctrbench.export?)")
-        manifest = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
-        return cls(torch.jit.load(str(folder / manifest["module"]), map_location="cpu"), manifest)
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable JSON manifest ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise ValueError(f"{path}: format {found!r} is not {FORMAT!r}")
+        module = manifest.get("module")
+        # a file of this folder by its bare name: a manifest never points the loader elsewhere
+        if not isinstance(module, str) or module in ("", ".", "..") or Path(module).name != module:
+            raise ValueError(f"{path}: 'module' must name a file in {folder}, not {module!r}")
+        try:
+            traced = torch.jit.load(str(folder / module), map_location="cpu")
+        except (RuntimeError, OSError, ValueError) as exc:
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise ValueError(f"{folder / module}: not a TorchScript module ({first.strip()})") from None
+        return cls(traced, manifest)
 
     @torch.inference_mode()
     def score(self, user: Mapping[str, Any], candidates: Mapping[str, Ids]) -> np.ndarray:

@@ -130,14 +130,23 @@ def cmd_report(args: Sequence[str]) -> int:
         "(default: the 'paper' key a preset put in the runs' config)",
     )
     ns = parser.parse_args(list(args))
+
+    def warn(message: str) -> None:  # a skipped result.json: one line
+        print(f"ctrbench: warning: {message}", file=sys.stderr)
+
     if not ns.folder.is_dir():
         return _fail(f"no such folder: {ns.folder}")
     if ns.paper is not None and ns.paper not in (*TABLES, "none"):
         return _fail(f"unknown paper table {ns.paper!r} (known: {', '.join(TABLES)}, none)")
     try:
-        render(ns.folder, out_dir=ns.out, base_model=ns.base, paper=ns.paper)
+        render(ns.folder, out_dir=ns.out, base_model=ns.base, paper=ns.paper, warn=warn)
     except ValueError as exc:
         return _fail(str(exc))
+    except OSError as exc:  # a read-only folder: summary.* cannot be written there
+        where = ns.out or ns.folder
+        return _fail(
+            f"cannot write the summary into {where}: {exc.strerror or exc}; choose a folder with --out DIR"
+        )
     return 0
 
 

@@ -4,6 +4,10 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +100,22 @@ def test_read_results_recurses_adds_job_dir_and_skips_corrupt(tmp_path: Path) ->
         records = read_results(tmp_path)
     assert [r["model"] for r in records] == ["base", "din"]
     assert records[0]["job_dir"] == str(tmp_path / "sweep" / "0")
+
+
+def test_read_results_skips_json_that_is_not_a_result_record(tmp_path: Path) -> None:
+    write_result(tmp_path / "0", _record("base", 1, 0))
+    for name, text in [("1", '{"foo": 1}'), ("2", "[]"), ("3", '{"status": "ok", "epochs": "x"}')]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(text)
+    seen: list[str] = []
+    records = read_results(tmp_path, warn=seen.append)
+    assert [r["model"] for r in records] == ["base"]
+    assert seen == [
+        f"skipping {tmp_path / '1' / 'result.json'}: it has no 'status' string "
+        "(not a ctrbench result record)",
+        f"skipping {tmp_path / '2' / 'result.json'}: it holds an array, not a JSON object",
+        f"skipping {tmp_path / '3' / 'result.json'}: its 'epochs' is a string, not an array",
+    ]
 
 
 # ---------------------------------------------------------------- summary.py
@@ -253,6 +273,83 @@ def test_render_raises_one_line_on_empty_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as info:
         render(tmp_path, console=Console(file=io.StringIO()))
     assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_report_skips_result_files_that_are_not_records_in_one_line_each(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    write_result(tmp_path / "0", _record("base", 1, 0))
+    for name, text in [("1", '{"foo": 1}'), ("2", "[]")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "result.json").write_text(text)
+    proc = run_cli(["report", str(tmp_path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"ctrbench: warning: skipping {tmp_path / '1' / 'result.json'}: it has no 'status' string "
+        "(not a ctrbench result record)",
+        f"ctrbench: warning: skipping {tmp_path / '2' / 'result.json'}: it holds an array, not a JSON object",
+    ]
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        assert [row["model"] for row in csv.DictReader(fh)] == ["base"]
+
+
+def _make_unwritable(folder: Path) -> Callable[[], None] | None:
+    """Make ``folder`` refuse new files for this user; returns the undo, or None where impossible.
+    As root, permission bits do not stop writes: the immutable attribute (chattr +i) does."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return lambda: folder.chmod(0o755)
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(folder)], capture_output=True).returncode != 0:
+        return None
+    return lambda: subprocess.run([chattr, "-i", str(folder)], check=True)
+
+
+def test_report_on_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    folder = tmp_path / "results"
+    write_result(folder / "0", _record("base", 1, 0))
+    undo = _make_unwritable(folder)
+    if undo is None:
+        pytest.skip("running as root without chattr +i: no way to make a folder unwritable here")
+    try:
+        proc = run_cli(["report", str(folder)], cwd=tmp_path)
+    finally:
+        undo()
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"ctrbench: error: cannot write the summary into {folder}: ")
+    assert lines[0].endswith("choose a folder with --out DIR")
+    assert not (folder / "summary.csv").exists()
+    other = tmp_path / "elsewhere"
+    assert run_cli(["report", str(folder), "--out", str(other)], cwd=tmp_path).returncode == 0
+    assert (other / "summary.csv").exists()
+
+
+def test_report_write_failure_is_one_line_in_process(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The same error path with the write refused in-process (any user, also root)."""
+    from ctrbench import cli
+
+    write_result(tmp_path / "0", _record("base", 1, 0))
+
+    real_open = Path.open
+
+    def read_only(self, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    assert cli.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"ctrbench: error: cannot write the summary into {tmp_path}: Permission denied; "
+        "choose a folder with --out DIR\n"
+    )
 
 
 # ---------------------------------------------------------------- callback.py

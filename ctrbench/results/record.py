@@ -7,7 +7,7 @@ import math
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,15 @@ import numpy as np
 
 RESULT_FILE = "result.json"
 
-__all__ = ["RESULT_FILE", "error_line", "read_result", "read_results", "to_json", "write_result"]
+__all__ = [
+    "RESULT_FILE",
+    "error_line",
+    "read_result",
+    "read_results",
+    "record_problem",
+    "to_json",
+    "write_result",
+]
 
 
 def to_json(value: Any) -> Any:
@@ -64,30 +72,66 @@ def error_line(exc: object) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "true/false", type(None): "null"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), "a number")
+
+
+def record_problem(record: Any) -> str | None:
+    """Why parsed ``result.json`` content is not a result record, else None.
+
+    A record is a JSON object with a ``status`` string; where present, ``config`` is an object and
+    ``overrides`` and ``epochs`` are arrays (``epochs`` of objects) — what the summaries read.
+    """
+    if not isinstance(record, dict):
+        return f"it holds {_json_type(record)}, not a JSON object"
+    if not isinstance(record.get("status"), str):
+        return "it has no 'status' string (not a ctrbench result record)"
+    for key, kind in (("config", dict), ("overrides", list), ("epochs", list)):
+        value = record.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"its {key!r} is {_json_type(value)}, not {_JSON_TYPES[kind]}"
+    epochs = record.get("epochs") or []
+    if not all(isinstance(row, dict) for row in epochs):
+        return "its 'epochs' are not all JSON objects"
+    return None
+
+
 def read_result(job_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The record in ``job_dir/result.json``; None when it is missing, unreadable or not a JSON object."""
+    """The record in ``job_dir/result.json``; None when it is missing, unreadable or not a result record
+    (:func:`record_problem`)."""
     try:
         record = json.loads((Path(job_dir) / RESULT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    return record if record_problem(record) is None else None
 
 
-def read_results(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_results(
+    root: str | os.PathLike[str], warn: Callable[[str], None] | None = None
+) -> list[dict[str, Any]]:
     """Every ``result.json`` under ``root`` (recursively), each with ``"job_dir"`` added.
 
-    A file that cannot be read or parsed, or holds no JSON object, is skipped with a warning.
+    A file that cannot be read or parsed, or holds no result record (:func:`record_problem`), is
+    skipped with one warning line naming it: passed to ``warn`` (default: a ``RuntimeWarning``).
     """
+    if warn is None:
+
+        def warn(message: str) -> None:
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
     records: list[dict[str, Any]] = []
     for path in sorted(Path(root).rglob(RESULT_FILE)):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            message = f"skipping unreadable {path}: {type(exc).__name__}: {exc}"
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            warn(f"skipping unreadable {path}: {error_line(exc)}")
             continue
-        if not isinstance(record, dict):
-            warnings.warn(f"skipping {path}: not a JSON object", RuntimeWarning, stacklevel=2)
+        problem = record_problem(record)
+        if problem is not None:
+            warn(f"skipping {path}: {problem}")
             continue
         record["job_dir"] = str(path.parent)
         records.append(record)

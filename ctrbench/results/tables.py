@@ -7,7 +7,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +369,7 @@ def render(
     paper: str | None = None,
     jobs: Collection[str | os.PathLike[str]] | None = None,
     not_run: Sequence[str] = (),
+    warn: Callable[[str], None] | None = None,
 ) -> list[SummaryRow]:
     """Read every ``result.json`` under ``root``, summarize, write the tables and print them.
 
@@ -382,9 +383,11 @@ def render(
     left out of the tables and plots and listed in a note under the table. None (``ctrbench report``):
     every record. Either way a configuration run twice counts once, and records of different data or
     code are separate rows (:func:`~ctrbench.results.summary.summarize`). ``not_run``: the jobs of an
-    interrupted sweep that never started (their overrides), listed in a note.
+    interrupted sweep that never started (their overrides), listed in a note. ``warn``: receives the
+    one-line warning for each ``result.json`` skipped as unreadable or not a record (default: a
+    ``RuntimeWarning``). A summary file that cannot be written (a read-only folder) raises ``OSError``.
     """
-    records = read_results(root)
+    records = read_results(root, warn)
     if not records:
         raise ValueError(f"no result.json found under {root}")
     others: list[dict[str, Any]] = []

@@ -159,3 +159,91 @@ def test_failing_trials_are_fail_and_the_sweep_goes_on(tmp_path: Path) -> None:
     records = _records(sweep)
     assert records[0]["status"] == "failed" and records[2]["status"] == "ok"
     assert sorted(records) == [0, 2]
+
+
+def test_missing_database_driver_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    import importlib.util
+
+    from sqlalchemy.engine import make_url
+
+    url = "postgresql://someone:hunter2@nohost/db"
+    driver = make_url(url).get_dialect().driver  # SQLAlchemy's default PostgreSQL driver module
+    if importlib.util.find_spec(driver) is not None:
+        pytest.skip(f"the driver {driver} is installed here")
+    proc = run_cli(
+        [
+            "-m",
+            "hydra/sweeper=optuna",
+            *TINY,
+            "hydra.sweeper.n_trials=1",
+            f"hydra.sweeper.storage={url}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "retrying" not in proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("ctrbench: error: Optuna storage postgresql://someone:***@nohost/db needs ")
+    assert f"the database driver '{driver}', which is not installed: pip install " in lines[0]
+    assert "hunter2" not in proc.stdout + proc.stderr
+    assert not list((tmp_path / "sweep").glob("*/result.json"))  # no job ran
+
+
+def test_only_transient_storage_errors_are_retried(monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from ctrbench.sweeper import optuna_sweeper
+    from ctrbench.sweeper.storage import StorageError
+
+    calls: list[str] = []
+    monkeypatch.setattr(optuna_sweeper.time, "sleep", lambda s: calls.append(f"sleep {s}"))
+
+    def busy(spec):
+        calls.append("open")
+        raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(optuna_sweeper, "make_storage", busy)
+    sweeper = optuna_sweeper.OptunaSweeper(storage="sqlite:////tmp/x.db")
+    with pytest.raises(
+        StorageError, match=r"sqlite:////tmp/x.db cannot be opened \(4 attempts\): Operational"
+    ):
+        sweeper.open_study()
+    assert calls == ["open", "sleep 1.0", "open", "sleep 2.0", "open", "sleep 3.0", "open"]
+
+    calls.clear()
+
+    def no_driver(spec):
+        calls.append("open")
+        raise StorageError("Optuna storage x needs the database driver 'psycopg2'")
+
+    monkeypatch.setattr(optuna_sweeper, "make_storage", no_driver)
+    with pytest.raises(StorageError, match="psycopg2"):
+        sweeper.open_study()
+    assert calls == ["open"]  # at once, no retry
+
+
+def test_storage_errors_name_the_package_and_hide_the_password(monkeypatch) -> None:
+    import sqlalchemy.engine
+
+    from ctrbench.sweeper.storage import StorageError, display_storage, make_storage
+
+    assert display_storage("mysql://me:secret@db.example/s") == "mysql://me:***@db.example/s"
+    assert display_storage("/abs/study.log") == "/abs/study.log"
+    with pytest.raises(StorageError, match="foo://x/y is not a usable URL: NoSuchModuleError"):
+        make_storage("foo://x/y")
+
+    def missing(url, **kwargs):  # what SQLAlchemy raises when the URL's driver module is absent
+        try:
+            import psycopg2_not_installed  # noqa: F401
+        except ImportError as exc:
+            raise ModuleNotFoundError("No module named 'psycopg2'", name="psycopg2") from exc
+
+    monkeypatch.setattr(sqlalchemy.engine, "create_engine", missing)
+    with pytest.raises(StorageError) as info:
+        make_storage("postgresql+psycopg2://me:secret@nohost/db")
+    assert str(info.value) == (
+        "Optuna storage postgresql+psycopg2://me:***@nohost/db needs the database driver 'psycopg2', "
+        "which is not installed: pip install psycopg2-binary"
+    )

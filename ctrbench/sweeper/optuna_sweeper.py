@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -21,6 +22,9 @@ from ctrbench.sweeper.jobs import claim_numbers, next_job_number, numbered_subdi
 from ctrbench.sweeper.storage import (
     LOCAL_TRIALS,
     TRIAL_ATTR,
+    StorageError,
+    display_storage,
+    is_transient,
     make_pruner,
     make_sampler,
     make_storage,
@@ -36,6 +40,7 @@ __all__ = ["OptunaSweeper", "best_value", "trial_rows"]
 
 log = logging.getLogger("ctrbench")
 TRIALS_FILE = "optuna.csv"
+OPEN_ATTEMPTS = 4  # tries to open the study when the storage fails transiently (1 s, 2 s, 3 s apart)
 
 
 def best_value(epochs: Iterable[Mapping[str, Any]] | None, metric: str, direction: str) -> float | None:
@@ -134,10 +139,13 @@ class OptunaSweeper(Sweeper):
 
     # ---- the study ----------------------------------------------------------------------------
     def open_study(self) -> optuna.Study:
-        """Create the study, or load it when it exists; retried, as two processes may race to create it."""
+        """Create the study, or load it when it exists. A transient error (:func:`is_transient`: the
+        database busy or unreachable, two processes racing to create the study) is retried; any other
+        storage problem (a missing database driver, a malformed URL) is a :class:`StorageError` at once."""
         import optuna
 
-        for attempt in range(4):
+        where = display_storage(self.storage)
+        for attempt in range(OPEN_ATTEMPTS):
             try:
                 study = optuna.create_study(
                     storage=make_storage(self.storage),
@@ -148,12 +156,15 @@ class OptunaSweeper(Sweeper):
                     load_if_exists=True,
                 )
                 break
-            except (ValueError, KeyError):
-                raise
-            except Exception as exc:  # e.g. SQLite's "UNIQUE constraint failed: alembic_version" race
-                if attempt == 3:
+            except Exception as exc:
+                if not is_transient(exc):
                     raise
-                log.warning("creating the Optuna study failed (%s), retrying", type(exc).__name__)
+                if attempt == OPEN_ATTEMPTS - 1:
+                    tries = f"{OPEN_ATTEMPTS} attempts"
+                    raise StorageError(
+                        f"Optuna storage {where} cannot be opened ({tries}): {error_line(exc)}"
+                    ) from None
+                log.warning("opening the Optuna study in %s failed (%s), retrying", where, error_line(exc))
                 time.sleep(1.0 + attempt)
         if study.direction.name.lower() != self.direction:
             raise ValueError(
@@ -191,12 +202,16 @@ class OptunaSweeper(Sweeper):
         space = parse_search_space(self.params, arguments, parser)
         if not space.distributions:
             log.warning("Optuna sweep with an empty search space: every trial runs the same configuration")
-        study = self.open_study()
+        try:
+            study = self.open_study()
+        except StorageError as exc:  # nothing ran yet: the command ends with this one line (exit 2)
+            print(f"ctrbench: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
         self._enqueue(study, space)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        where = self.storage or "memory"
+        where = display_storage(self.storage)
         log.info(
             "Optuna study %r (%s): %d trials, %d at a time, %s %s; search space: %s",
             study.study_name,
@@ -318,7 +333,9 @@ class OptunaSweeper(Sweeper):
         Console(width=max(120, Console().width)).print(table)
         if self.storage is not None:
             log.info(
-                "trials in %s; browse them with: optuna-dashboard %s", sweep_dir / TRIALS_FILE, self.storage
+                "trials in %s; browse them with: optuna-dashboard %s",
+                sweep_dir / TRIALS_FILE,
+                display_storage(self.storage),
             )
         return rows
 

@@ -1,5 +1,5 @@
 """Sweeps that survive: re-running a sweep skips finished jobs, re-runs failed and missing ones;
-Ctrl-C leaves no result file; a non-finite loss fails only its job, with the reason."""
+a job stopped outright is never taken for finished; a non-finite loss fails only its job."""
 
 from __future__ import annotations
 
@@ -52,14 +52,23 @@ def test_a_changed_config_is_not_skipped(compose_cfg, tmp_path: Path) -> None:
     assert job.finished_record(tmp_path, no_resume, same)[0] is None  # the flag is part of the config
 
 
-def test_ctrl_c_leaves_no_result_file(compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def interrupted(cfg, out_dir):
+def test_a_job_stopped_outright_is_never_taken_for_finished(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt where ctrbench's signal handlers are not installed (the Python API) passes
+    through; the record on disk says ``running``, never ``ok``, and no temporary file is left."""
+
+    def interrupted(cfg, out_dir, *args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(job, "train", interrupted)
+    cfg = compose_cfg([*TINY, "model=lr"])
     with pytest.raises(KeyboardInterrupt):
-        job.run(compose_cfg([*TINY, "model=lr"]), tmp_path)
-    assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.tmp*"))
+        job.run(cfg, tmp_path)
+    assert json.loads((tmp_path / "result.json").read_text())["status"] == "running"
+    assert not list(tmp_path.glob("*.tmp*")) and not list(tmp_path.glob(".result.*"))
+    monkeypatch.undo()
+    assert job.run(cfg, tmp_path)["status"] == "ok"  # resume runs it
 
 
 def test_non_finite_loss_fails_the_job_with_its_reason(compose_cfg, tmp_path: Path) -> None:

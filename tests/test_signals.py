@@ -175,3 +175,41 @@ def test_a_record_that_cannot_be_written_fails_the_job_and_keeps_the_earlier_rec
     assert second["error"].startswith(f"record not written to {tmp_path}: OSError: [Errno 28]")
     assert "\n" not in second["error"]
     assert (tmp_path / "result.json").read_bytes() == before
+
+
+def test_a_terminated_run_resumes_from_its_last_epoch_as_if_never_stopped(tmp_path: Path) -> None:
+    """Slurm's preemption: SIGTERM after an epoch; the same command then continues from
+    ``checkpoints/last.ckpt`` (weights, optimizer, epoch, history, batch order) and ends with the
+    numbers of a run that was never stopped."""
+    from conftest import run_cli
+
+    args = ["model=base", "dataset.n_users=1500", "trainer.max_epochs=4", "logger=none"]
+    args += ["trainer.enable_progress_bar=false"]
+    run_dir, full_dir = tmp_path / "run", tmp_path / "full"
+    proc = _start([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        _wait_for(last.is_file, proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    stopped = json.loads((run_dir / "result.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["resume_checkpoint"] == str(last)
+    assert 1 <= len(stopped["epochs"]) < 4
+
+    resumed = run_cli([*args, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr + resumed.stdout
+    full = run_cli([*args, f"hydra.run.dir={full_dir}"], cwd=tmp_path)
+    assert full.returncode == 0, full.stderr[-2000:]
+    a = json.loads((run_dir / "result.json").read_text())
+    b = json.loads((full_dir / "result.json").read_text())
+    assert a["status"] == "ok" and a["resumed_from"] == str(last)
+    assert [e["epoch"] for e in a["epochs"]] == [0, 1, 2, 3]
+    for key in ("test_auc", "test_gauc", "test_logloss", "best_epoch"):
+        assert a[key] == pytest.approx(b[key], abs=1e-9), key
+    assert [e["train_loss"] for e in a["epochs"]] == pytest.approx([e["train_loss"] for e in b["epochs"]])
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt"]

@@ -61,11 +61,23 @@ class IndexBatches(Sampler[torch.Tensor]):
     """Yields index vectors of ``batch_size``; shuffled with its own seeded generator."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
-        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.generator = torch.Generator().manual_seed(seed)
+        self.drawn = 0  # epochs' orders drawn so far
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this before every epoch: a job resumed at epoch k replays the k orders
+        drawn before, so it sees the batches an uninterrupted run would have seen."""
+        if not self.shuffle or epoch == self.drawn:
+            return
+        self.generator.manual_seed(self.seed)
+        for _ in range(epoch):
+            torch.randperm(self.n, generator=self.generator)
+        self.drawn = epoch
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        self.drawn += 1
         yield from order.split(self.batch_size)
 
     def __len__(self) -> int:

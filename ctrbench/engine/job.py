@@ -26,6 +26,7 @@ from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.provenance import differences, fingerprint
 from ctrbench.engine.selection import (
     LAST_EPOCH,
+    LAST_NAME,
     SELECT,
     CheckpointError,
     SelectedCheckpoint,
@@ -82,13 +83,20 @@ def _on_gpu(cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
 
 
-def train(cfg: DictConfig, out_dir: Path, progress: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(
+    cfg: DictConfig,
+    out_dir: Path,
+    progress: dict[str, Any] | None = None,
+    resume_from: Path | None = None,
+) -> dict[str, Any]:
     """Train one configuration; returns the metric part of the run record (``progress["epochs"]``,
     when given, is the per-epoch history as it grows, for the record of an interrupted job).
 
     The reported epoch and the weights in ``checkpoints/best.ckpt`` are chosen by one rule
     (:func:`ctrbench.engine.selection.select_epoch`); the folder starts empty, so the file named in
-    the record is the one this job wrote.
+    the record is the one this job wrote — unless the job continues from ``resume_from`` (its own
+    ``checkpoints/last.ckpt``, left by an interrupted run of the same config, data and code), when
+    Lightning restores the weights, the optimizer, the epoch and the task's history from it.
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg)
@@ -101,7 +109,8 @@ def train(cfg: DictConfig, out_dir: Path, progress: dict[str, Any] | None = None
 
     callbacks: list[pl.Callback] = []
     ckpt_dir = out_dir / "checkpoints"
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # an earlier run's files never pass for this one's
+    if resume_from is None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # an earlier run's files never pass for this one's
     checkpoint = SelectedCheckpoint(ckpt_dir) if cfg.checkpoint else None
     if checkpoint is not None:
         callbacks.append(checkpoint)
@@ -126,7 +135,7 @@ def train(cfg: DictConfig, out_dir: Path, progress: dict[str, Any] | None = None
         warnings.filterwarnings("ignore", message=".*sync_dist.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
-        trainer.fit(task, datamodule=dm)
+        trainer.fit(task, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
     wall = time.perf_counter() - started
     if not task.history:
         raise RuntimeError("no validation epoch ran (check trainer.max_epochs / trainer.limit_val_batches)")
@@ -136,6 +145,7 @@ def train(cfg: DictConfig, out_dir: Path, progress: dict[str, Any] | None = None
         log.warning("validation %s undefined in every epoch: the last epoch is reported and kept", SELECT)
     if checkpoint is not None:
         verify_checkpoint(checkpoint.path, int(val_best["epoch"]))
+        checkpoint.last.unlink(missing_ok=True)  # finished: best.ckpt is the run's model
     return {
         "epochs": task.history,
         "best_epoch": val_best["epoch"],
@@ -204,6 +214,27 @@ def finished_record(
         except (CheckpointError, KeyError, TypeError, ValueError) as exc:
             return None, error_line(exc)
     return previous, ""
+
+
+def resumable(out_dir: Path, cfg: DictConfig, current: dict[str, Any]) -> Path | None:
+    """``checkpoints/last.ckpt`` of an interrupted (or killed) run of this very config, data and code,
+    when it is intact; None otherwise (the job then starts from scratch)."""
+    previous = read_result(out_dir)
+    last = out_dir / "checkpoints" / LAST_NAME
+    if previous is None or previous.get("status") not in ("interrupted", "running") or not last.is_file():
+        return None
+    if previous.get("config") != to_json(OmegaConf.to_container(cfg, resolve=True)):
+        return None
+    if differences(previous.get("fingerprint"), current):
+        return None
+    try:
+        epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+        verify_checkpoint(last, epoch)
+    except (CheckpointError, OSError, RuntimeError, KeyError, EOFError) as exc:
+        log.info("not resuming from %s: %s", last, error_line(exc))
+        return None
+    log.info("resuming %s from %s (after epoch %d)", out_dir, last, epoch)
+    return last
 
 
 def new_record(
@@ -295,8 +326,11 @@ def run(
                 return previous
             if why and why != "no result.json":
                 log.info("running %s again: %s", out_dir, why)
+        resume_from = resumable(out_dir, cfg, record["fingerprint"]) if cfg.get("resume", False) else None
+        if resume_from is not None:
+            record["resumed_from"] = str(resume_from)
         write_result(out_dir, record)  # running: a job killed outright is not taken for finished
-        record.update(train(cfg, out_dir, progress))
+        record.update(train(cfg, out_dir, progress, resume_from))
         pruned = (record.get("optuna") or {}).get("pruned_epoch") is not None
         record["status"] = "pruned" if pruned else "ok"  # pruned: stopped early by its Optuna trial
         log.info(
@@ -313,6 +347,8 @@ def run(
         if interrupted is None:
             raise
         record.update(status="interrupted", error=str(interrupted), epochs=progress.get("epochs", []))
+        last = out_dir / "checkpoints" / LAST_NAME
+        record["resume_checkpoint"] = str(last) if last.is_file() else None
         record["finished_at"] = _now()
         log.error("job %s: %d epoch(s) finished", interrupted, len(record["epochs"]))
         _save(out_dir, record)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ import torch
 SELECT = "val_gauc"  # model selection metric (checkpoint and the val-selected test numbers)
 LAST_EPOCH = "last_epoch"
 CHECKPOINT_NAME = "best.ckpt"
+LAST_NAME = "last.ckpt"  # the latest epoch: what an interrupted job resumes from
 
 
 class CheckpointError(RuntimeError):
@@ -50,7 +52,9 @@ def select_epoch(history: Sequence[Mapping[str, Any]], key: str = SELECT) -> tup
 
 
 class SelectedCheckpoint(pl.Callback):
-    """Writes ``dirpath/best.ckpt`` after every validation epoch that :func:`select_epoch` picks.
+    """After every validation epoch: ``dirpath/last.ckpt`` (the state to resume an interrupted job
+    from), and ``dirpath/best.ckpt`` when :func:`select_epoch` picks that epoch — the same file,
+    hard-linked (copied where links are not possible), so the weights are written once.
 
     The task's ``history`` (one record per validation epoch, appended in its
     ``on_validation_epoch_end``) is complete when ``on_validation_end`` runs.
@@ -60,7 +64,8 @@ class SelectedCheckpoint(pl.Callback):
         self.dirpath = Path(dirpath)
         self.key = key
         self.path = self.dirpath / CHECKPOINT_NAME
-        self.epoch: int | None = None  # the epoch the file holds
+        self.last = self.dirpath / LAST_NAME
+        self.epoch: int | None = None  # the epoch best.ckpt holds
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -68,19 +73,34 @@ class SelectedCheckpoint(pl.Callback):
         history = getattr(pl_module, "history", [])
         if not history:
             return
+        epoch = int(history[-1]["epoch"])
+        self.save(trainer, epoch)
         chosen, _ = select_epoch(history, self.key)
-        if chosen is not history[-1]:
-            return
-        self.save(trainer, int(chosen["epoch"]))
+        if chosen is history[-1] and trainer.is_global_zero:
+            self._publish(epoch)
 
     def save(self, trainer: pl.Trainer, epoch: int) -> None:
-        """Atomically replace ``best.ckpt`` with the current weights; one-line error when it fails."""
+        """Atomically replace ``last.ckpt`` with the current state; one-line error when it fails."""
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        tmp = self.dirpath / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"
+        tmp = self.dirpath / f".{LAST_NAME}.tmp-{os.getpid()}"
         try:
             trainer.save_checkpoint(str(tmp), weights_only=False)  # full state: weights and optimizer
             if trainer.is_global_zero:
-                os.replace(tmp, self.path)
+                os.replace(tmp, self.last)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CheckpointError(f"checkpoint of epoch {epoch} not written to {self.last}: {exc}") from None
+
+    def _publish(self, epoch: int) -> None:
+        """``best.ckpt`` becomes the file ``last.ckpt`` now is (atomically)."""
+        tmp = self.dirpath / f".{CHECKPOINT_NAME}.tmp-{os.getpid()}"
+        try:
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(self.last, tmp)
+            except OSError:
+                shutil.copyfile(self.last, tmp)
+            os.replace(tmp, self.path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise CheckpointError(f"checkpoint of epoch {epoch} not written to {self.path}: {exc}") from None

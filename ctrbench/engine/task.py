@@ -158,5 +158,23 @@ class CTRTask(pl.LightningModule):
         if shown:
             self.log_dict(shown, prog_bar=True, add_dataloader_idx=False)
 
+    # ---- resuming an interrupted job (checkpoints/last.ckpt) -------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """The per-epoch history and the timing counters travel with the weights (plain types, so
+        the file loads with ``weights_only=True``)."""
+        checkpoint["ctrbench"] = {
+            "history": [dict(h) for h in self.history],
+            "train_seconds": self.train_seconds,
+            "train_samples": self.train_samples,
+            "eval_seconds": self.eval_seconds,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("ctrbench") or {}
+        self.history[:] = [dict(h) for h in state.get("history", [])]  # the same list object
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.train_samples = int(state.get("train_samples", 0))
+        self.eval_seconds = float(state.get("eval_seconds", 0.0))
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(self.model, self.optim)

@@ -193,14 +193,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except registry.PluginError as exc:
             return _fail(str(exc))
     from ctrbench.launcher import LaunchError, check_args
+    from ctrbench.output_dirs import OutputDirError, check_output_dirs
 
     args = [normalize_override(a) for a in args]
     try:
         check_overrides(args)
         check_args(args)  # missing launcher/logger package, multi-device training under -m: one line
+        check_output_dirs(args)  # an output folder that cannot be written: one line, before Hydra
         for problem in registry.register_configs():
             print(f"ctrbench: warning: {problem}", file=sys.stderr)
-    except (registry.PluginError, LaunchError) as exc:
+    except (registry.PluginError, LaunchError, OutputDirError) as exc:
         return _fail(str(exc))
     import ctrbench.sweeper.plugin  # noqa: F401  registers hydra/sweeper=optuna (Hydra plugin + ConfigStore)
 

@@ -178,3 +178,15 @@ def test_an_export_manifest_points_only_into_its_folder(good_run: Path, tmp_path
     (folder / export.MANIFEST).write_text("{not json")
     with pytest.raises(ValueError, match="not a readable JSON manifest"):
         export.ExportedScorer.load(folder)
+
+
+def test_resume_treats_a_hostile_checkpoint_as_unreadable(hostile_run) -> None:
+    """Re-running a job whose folder holds such a checkpoint retrains it (never a crash, never the code)."""
+    from ctrbench.engine.selection import CheckpointError, verify_checkpoint
+
+    run, marker = hostile_run
+    ckpt = run / "checkpoints" / "best.ckpt"
+    epoch = json.loads((run / "result.json").read_text())["best_epoch"]
+    with pytest.raises(CheckpointError, match=f"checkpoint {ckpt} is incomplete or unreadable"):
+        verify_checkpoint(ckpt, int(epoch))
+    assert not marker.exists()

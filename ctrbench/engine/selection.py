@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import shutil
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -121,7 +122,7 @@ def verify_checkpoint(path: Path, epoch: int) -> None:
         if bad is not None:
             raise CheckpointError(f"checkpoint {path} is damaged (member {bad} fails its CRC)")
         stored = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
-    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError) as exc:
+    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
         if isinstance(exc, CheckpointError):
             raise
         raise CheckpointError(f"checkpoint {path} is incomplete or unreadable: {exc}") from None

@@ -25,11 +25,13 @@ from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.provenance import differences, fingerprint
 from ctrbench.engine.selection import (
+    CHECKPOINT_NAME,
     LAST_EPOCH,
     LAST_NAME,
     SELECT,
     CheckpointError,
     SelectedCheckpoint,
+    checkpoint_epoch,
     select_epoch,
     verify_checkpoint,
 )
@@ -135,7 +137,12 @@ def train(
         warnings.filterwarnings("ignore", message=".*sync_dist.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
-        trainer.fit(task, datamodule=dm, ckpt_path=str(resume_from) if resume_from else None)
+        trainer.fit(
+            task,
+            datamodule=dm,
+            ckpt_path=str(resume_from) if resume_from else None,
+            weights_only=True,  # a checkpoint is read as data (architecture §8)
+        )
     wall = time.perf_counter() - started
     if not task.history:
         raise RuntimeError("no validation epoch ran (check trainer.max_epochs / trainer.limit_val_batches)")
@@ -208,9 +215,9 @@ def finished_record(
     changed = differences(previous.get("fingerprint"), current)
     if changed:
         return None, "; ".join(changed)
-    if previous.get("checkpoint"):
+    if previous.get("checkpoint"):  # the folder's own file: a copied or moved folder names another
         try:
-            verify_checkpoint(Path(previous["checkpoint"]), int(previous["best_epoch"]))
+            verify_checkpoint(out_dir / "checkpoints" / CHECKPOINT_NAME, int(previous["best_epoch"]))
         except (CheckpointError, KeyError, TypeError, ValueError) as exc:
             return None, error_line(exc)
     return previous, ""
@@ -228,9 +235,9 @@ def resumable(out_dir: Path, cfg: DictConfig, current: dict[str, Any]) -> Path |
     if differences(previous.get("fingerprint"), current):
         return None
     try:
-        epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+        epoch = checkpoint_epoch(last)
         verify_checkpoint(last, epoch)
-    except (CheckpointError, OSError, RuntimeError, KeyError, EOFError) as exc:
+    except CheckpointError as exc:
         log.info("not resuming from %s: %s", last, error_line(exc))
         return None
     log.info("resuming %s from %s (after epoch %d)", out_dir, last, epoch)

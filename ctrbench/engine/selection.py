@@ -108,6 +108,24 @@ class SelectedCheckpoint(pl.Callback):
         self.epoch = epoch
 
 
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a checkpoint holds, read as data (:class:`CheckpointError` when it cannot be read)."""
+    try:
+        epoch = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+    except (
+        OSError,
+        zipfile.BadZipFile,
+        RuntimeError,
+        EOFError,
+        AttributeError,
+        pickle.UnpicklingError,
+    ) as exc:
+        raise CheckpointError(f"checkpoint {path} is incomplete or unreadable: {exc}") from None
+    if not isinstance(epoch, int):
+        raise CheckpointError(f"checkpoint {path} names no epoch")
+    return epoch
+
+
 def verify_checkpoint(path: Path, epoch: int) -> None:
     """Raise :class:`CheckpointError` unless ``path`` is a complete checkpoint of ``epoch``.
 

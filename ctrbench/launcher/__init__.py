@@ -3,8 +3,9 @@
 Presets (``conf/hydra/launcher/``):
 
 * ``gpus`` — the joblib launcher (local loky worker processes); each worker claims one GPU for its
-  whole life (:mod:`ctrbench.launcher.gpu_slots`); ``n_jobs`` defaults to the number of GPUs, or on a
-  machine without GPUs to ``cores // 4`` CPU jobs with ``cores // n_jobs`` torch threads each;
+  whole life (:mod:`ctrbench.launcher.gpu_slots`: one machine-wide slot folder, a GPU listed twice
+  refused, a worker whose launching process is gone exits); ``n_jobs`` defaults to the number of GPUs,
+  or on a machine without GPUs to ``cores // 4`` CPU jobs with ``cores // n_jobs`` torch threads each;
 * ``slurm`` — hydra-submitit-launcher's ``submitit_slurm``, one GPU per job;
 * ``ray_gpus`` — hydra-ray-launcher's ``ray``, ``remote.num_gpus: 1``.
 
@@ -67,7 +68,9 @@ def prepare_job(cfg: Any, hydra_cfg: Any) -> Slot | None:
     * Under ``hydra/launcher=gpus`` (also for a single run, so that it never shares a GPU with a sweep):
       claim this process's GPU slot and set ``CUDA_VISIBLE_DEVICES`` (before anything touches CUDA), and
       give torch ``OMP_NUM_THREADS`` threads (set by joblib's loky for its workers to ``cores // n_jobs``),
-      else ``cores // n_jobs``. Other launchers are left alone. Returns the slot held, if any.
+      else ``cores // n_jobs``. In a worker process (loky), also start the watch that ends the worker
+      once the sweep's process is gone (:func:`gpu_slots.watch_parent`), with or without a GPU. Other
+      launchers are left alone. Returns the slot held, if any.
     """
     from hydra.types import RunMode
 

@@ -6,7 +6,7 @@ Every refusal is one line (``LaunchError``), raised before a job directory exist
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["LaunchError", "check_args", "multi_device_reason", "refusal", "requirement_problem"]
@@ -139,19 +139,27 @@ def _overrides(args: Iterable[str]) -> list[Any]:
     return parsed
 
 
-def check_args(args: Sequence[str], n_gpus: int | None = None) -> None:
+def check_args(
+    args: Sequence[str],
+    n_gpus: int | None = None,
+    env: Mapping[str, str] | None = None,
+    devices: Sequence[tuple[str, str]] | None = None,
+) -> None:
     """Refuse, with one line, a command line that must not start; called before Hydra runs.
 
     * a launcher or logger option whose package is missing (``hydra/launcher=slurm`` without
       hydra-submitit-launcher), instead of Hydra's several-line "Could not find" error;
     * under ``-m``: ``trainer.devices`` above 1 (or a list of several, or -1/auto with several GPUs),
       ``trainer.strategy=ddp*`` or ``trainer.num_nodes`` above 1, in any value a sweep would try;
-    * ``hydra/launcher=gpus`` with ``hydra.launcher.n_jobs`` above the number of GPUs.
+    * ``hydra/launcher=gpus`` with a GPU list (``CTRBENCH_GPUS`` / ``CUDA_VISIBLE_DEVICES``) that names
+      one GPU twice (``0,0``, or an index and the same GPU's UUID per ``nvidia-smi -L``), or with
+      ``hydra.launcher.n_jobs`` above the number of GPUs.
 
-    Settings coming from config files instead of the command line are checked again in each job
-    (:func:`ctrbench.launcher.prepare_job`).
+    ``env`` (default ``os.environ``) and ``devices`` (nvidia-smi's ``(index, UUID)`` list, asked for only
+    when needed) are for tests. Settings coming from config files instead of the command line are
+    checked again in each job (:func:`ctrbench.launcher.prepare_job`).
     """
-    from ctrbench.launcher.gpu_slots import cpu_count, detect_gpus
+    from ctrbench.launcher.gpu_slots import cpu_count, detect_gpus, gpu_list_problem
 
     overrides = _overrides(args)
     multirun = any(a in ("-m", "--multirun") for a in args)
@@ -168,8 +176,12 @@ def check_args(args: Sequence[str], n_gpus: int | None = None) -> None:
             if problem:
                 raise LaunchError(problem)
     gpus_launcher = "gpus" in [str(v) for v in chosen.get("hydra/launcher", [])]
+    if gpus_launcher:
+        problem = gpu_list_problem(env, devices)
+        if problem:
+            raise LaunchError(problem)
     if n_gpus is None:
-        n_gpus = len(detect_gpus()) if gpus_launcher or multirun else 0
+        n_gpus = len(detect_gpus(env)) if gpus_launcher or multirun else 0
     if multirun:
         seen = min(n_gpus, 1) if gpus_launcher else n_gpus  # a gpus-launcher job sees its one GPU
         accelerators = chosen.get("trainer.accelerator") or ["auto"]

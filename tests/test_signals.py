@@ -213,3 +213,27 @@ def test_a_terminated_run_resumes_from_its_last_epoch_as_if_never_stopped(tmp_pa
         assert a[key] == pytest.approx(b[key], abs=1e-9), key
     assert [e["train_loss"] for e in a["epochs"]] == pytest.approx([e["train_loss"] for e in b["epochs"]])
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.ckpt"]
+
+
+def test_a_terminated_optuna_sweep_summarizes_its_trials(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    slow = [a for a in SLOW if not a.startswith("trainer.max_epochs=")]
+    args = ["-m", "hydra/sweeper=optuna", "model=base", *slow, "trainer.max_epochs=choice(1, 40)"]
+    args += ["hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]
+    # trial 0 is quick, trial 1 is interrupted while it trains, trial 2 is never asked
+    args += ["hydra.sweeper.enqueue=[{trainer.max_epochs: 1}, {trainer.max_epochs: 40}]"]
+    proc = _start(args, tmp_path)
+    try:
+        _wait_for(lambda: _status(sweep / "0") == "ok" and _status(sweep / "1") == "running", proc)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    with open(sweep / "summary.csv", newline="") as f:
+        statuses = sorted(r["status"] for r in csv.DictReader(f))
+    assert statuses == ["interrupted", "ok"]
+    assert not (sweep / "2").exists()  # the third trial was never asked

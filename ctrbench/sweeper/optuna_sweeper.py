@@ -17,6 +17,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from ctrbench.engine.interrupt import JobInterrupted
+from ctrbench.results.callback import summarize_interrupted
 from ctrbench.results.record import RESULT_FILE, error_line, read_result
 from ctrbench.sweeper.jobs import claim_numbers, next_job_number, numbered_subdirs, publish
 from ctrbench.sweeper.storage import (
@@ -231,6 +233,31 @@ class OptunaSweeper(Sweeper):
         # lands in an earlier trial's folder, also when a second process sweeps into the same folder
         numbered = numbered_subdirs(self.config)
         job_idx = next_job_number(sweep_dir)
+        launched: list[tuple[Path, list[str]]] = []  # this command's jobs, for an interrupted summary
+        try:
+            self._trials(study, space, identity, sweep_dir, numbered, job_idx, returns, launched)
+        except JobInterrupted:
+            # SIGTERM/SIGINT: Hydra calls no on_multirun_end; summarize what finished, then exit 128+N
+            summarize_interrupted(self.config, launched if numbered else None)
+            raise
+        self.report(study, sweep_dir)
+        publish(sweep_dir, returns)  # this command's trials, for the summary
+        return returns
+
+    def _trials(
+        self,
+        study: Any,
+        space: Any,
+        identity: list[str],
+        sweep_dir: Path,
+        numbered: bool,
+        job_idx: int,
+        returns: list[Sequence[JobReturn]],
+        launched: list[tuple[Path, list[str]]],
+    ) -> None:
+        """Ask, launch and tell the trials, ``n_jobs`` at a time; ``returns`` and ``launched`` grow."""
+        import optuna
+
         for start in range(0, self.n_trials, self.n_jobs):
             trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, self.n_trials - start))]
             try:
@@ -250,6 +277,7 @@ class OptunaSweeper(Sweeper):
                     runnable.append((trial, overrides))
                 if runnable:
                     job_idx = claim_numbers(sweep_dir, job_idx, len(runnable), numbered)
+                    launched += [(sweep_dir / str(job_idx + i), o) for i, (_, o) in enumerate(runnable)]
                     results = self.launcher.launch([o for _, o in runnable], initial_job_idx=job_idx)
                     job_idx += len(runnable)
                     returns.append(results)
@@ -262,9 +290,6 @@ class OptunaSweeper(Sweeper):
             finally:
                 for trial in trials:
                     LOCAL_TRIALS.pop((study.study_name, trial.number), None)
-        self.report(study, sweep_dir)
-        publish(sweep_dir, returns)  # this command's trials, for the summary
-        return returns
 
     def _outcome(
         self, ret: JobReturn

@@ -165,3 +165,35 @@ def test_resume_reruns_an_ok_job_whose_checkpoint_is_damaged(compose_cfg, tmp_pa
     again = job.run(cfg, tmp_path)
     assert again["status"] == "ok"
     verify_checkpoint(Path(again["checkpoint"]), again["best_epoch"])  # trained and written again
+
+
+@pytest.mark.parametrize("how", ["with_validation", "one_class"])
+def test_predictions_of_the_reported_epoch_are_kept(
+    how, compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctrbench.engine.selection import read_predictions
+    from ctrbench.metrics import auc, gauc
+
+    cfg = compose_cfg([*TINY, *EPOCHS, "model=base", "optim.lr=0.01", "checkpoint=false"])
+    data = job.load_data(cfg)
+    if how == "one_class":
+        data = _without_usable_validation(data, how)
+        monkeypatch.setattr(job, "load_data", lambda cfg: data)
+    record = job.run(cfg, tmp_path)
+    assert record["status"] == "ok" and record["predictions"] == "predictions.npz"
+    arrays = read_predictions(tmp_path / "predictions.npz")
+    assert int(arrays["epoch"]) == record["best_epoch"]
+    if how == "one_class":
+        assert record["selected_by"] == LAST_EPOCH and record["best_epoch"] == 2
+    n = len(data.test)
+    assert arrays["test_prob"].dtype == np.float32 and arrays["test_label"].dtype == np.int8
+    np.testing.assert_array_equal(arrays["test_row"], np.arange(n))
+    np.testing.assert_array_equal(arrays["test_label"], data.test.columns[data.schema.label].astype(np.int8))
+    np.testing.assert_array_equal(arrays["test_group"], data.test.columns[data.schema.group])
+    logit = np.log(arrays["test_prob"].astype(np.float64) / (1 - arrays["test_prob"]))
+    # the reported test numbers are recomputed from the kept predictions, without retraining
+    assert auc(arrays["test_label"], logit) == pytest.approx(record["test_auc"], abs=1e-5)
+    assert gauc(arrays["test_label"], logit, arrays["test_group"]) == pytest.approx(
+        record["test_gauc"], abs=1e-5
+    )
+    assert len(arrays["val_prob"]) == len(data.val)

@@ -28,10 +28,13 @@ from ctrbench.engine.selection import (
     CHECKPOINT_NAME,
     LAST_EPOCH,
     LAST_NAME,
+    PREDICTIONS_NAME,
     SELECT,
     CheckpointError,
     SelectedCheckpoint,
+    SelectedPredictions,
     checkpoint_epoch,
+    read_predictions,
     select_epoch,
     verify_checkpoint,
 )
@@ -113,6 +116,8 @@ def train(
     ckpt_dir = out_dir / "checkpoints"
     if resume_from is None:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # an earlier run's files never pass for this one's
+        (out_dir / PREDICTIONS_NAME).unlink(missing_ok=True)
+    callbacks.append(SelectedPredictions(out_dir / PREDICTIONS_NAME))
     checkpoint = SelectedCheckpoint(ckpt_dir) if cfg.checkpoint else None
     if checkpoint is not None:
         callbacks.append(checkpoint)
@@ -150,6 +155,9 @@ def train(
     test_best, _ = select_epoch(task.history, "test_gauc")
     if selected_by == LAST_EPOCH and len(data.val):
         log.warning("validation %s undefined in every epoch: the last epoch is reported and kept", SELECT)
+    predictions = out_dir / PREDICTIONS_NAME
+    if predictions.is_file() and int(read_predictions(predictions)["epoch"]) != int(val_best["epoch"]):
+        raise CheckpointError(f"{predictions} does not hold the reported epoch {val_best['epoch']}")
     if checkpoint is not None:
         verify_checkpoint(checkpoint.path, int(val_best["epoch"]))
         checkpoint.last.unlink(missing_ok=True)  # finished: best.ckpt is the run's model
@@ -164,6 +172,7 @@ def train(
             **{f"test_{m}": test_best.get(f"test_{m}") for m in METRICS},
         },
         "checkpoint": str(checkpoint.path) if checkpoint is not None else None,
+        "predictions": PREDICTIONS_NAME if (out_dir / PREDICTIONS_NAME).is_file() else None,
         "train_time_s": wall,
         "train_loop_s": task.train_seconds,
         "eval_s": task.eval_seconds,

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 
@@ -146,3 +147,54 @@ def verify_checkpoint(path: Path, epoch: int) -> None:
         raise CheckpointError(f"checkpoint {path} is incomplete or unreadable: {exc}") from None
     if stored != epoch:
         raise CheckpointError(f"checkpoint {path} holds epoch {stored}, but epoch {epoch} is reported")
+
+
+PREDICTIONS_NAME = "predictions.npz"
+
+
+class SelectedPredictions(pl.Callback):
+    """Writes ``predictions.npz`` (atomically) whenever :func:`select_epoch` picks a new epoch: the
+    reported epoch's predictions, so that any statistic is recomputed later without retraining.
+
+    Arrays per evaluated split (``test_*``, ``val_*``): ``label`` (int8), ``prob`` (float32, the
+    sigmoid of the logit), ``group`` (int64, the GAUC group), ``row`` (int64, the row's index in the
+    split: evaluation batches run in row order, so two jobs on the same data pair row by row);
+    ``epoch`` (int64).
+    """
+
+    def __init__(self, path: str | Path, key: str = SELECT) -> None:
+        self.path = Path(path)
+        self.key = key
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        history = getattr(pl_module, "history", [])
+        outputs = getattr(pl_module, "epoch_outputs", {})
+        if trainer.sanity_checking or not history or not outputs or not trainer.is_global_zero:
+            return
+        chosen, _ = select_epoch(history, self.key)
+        if chosen is history[-1]:
+            write_predictions(self.path, int(chosen["epoch"]), outputs)
+
+
+def write_predictions(path: Path, epoch: int, outputs: dict[str, tuple[np.ndarray, ...]]) -> None:
+    arrays: dict[str, np.ndarray] = {"epoch": np.asarray(epoch, dtype=np.int64)}
+    for split, (label, logit, group) in outputs.items():
+        logit = np.asarray(logit, dtype=np.float64)
+        arrays[f"{split}_label"] = np.asarray(label).astype(np.int8)
+        arrays[f"{split}_prob"] = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+        arrays[f"{split}_group"] = np.asarray(group).astype(np.int64)
+        arrays[f"{split}_row"] = np.arange(len(logit), dtype=np.int64)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"predictions of epoch {epoch} not written to {path}: {exc}") from None
+
+
+def read_predictions(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a ``predictions.npz``, read as data (no pickled objects)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}

@@ -60,6 +60,8 @@ class CTRTask(pl.LightningModule):
         # overridden by the config's loss_weights
         self.loss_weights = {**getattr(model, "loss_weights", {}), **dict(loss_weights or {})}
         self.history: list[dict[str, float]] = []
+        # this epoch's evaluation outputs per split: (label, logit, group), in the split's row order
+        self.epoch_outputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._outputs: dict[int, list[tuple[torch.Tensor, ...]]] = {}
         self._sums: dict[str, torch.Tensor] = {}  # per-epoch sums of the training loss terms
         self._steps = 0
@@ -142,8 +144,10 @@ class CTRTask(pl.LightningModule):
         for name, total in self._sums.items():  # epoch means: train_loss, train_ctr_loss, train_aux, ...
             record[f"train_{name}"] = float(total) / self._steps
         self._sums, self._steps = {}, 0
+        self.epoch_outputs = {}
         for idx, rows in sorted(outputs.items()):
             label, logits, group = (torch.cat(parts).numpy() for parts in zip(*rows, strict=True))
+            self.epoch_outputs[EVAL_SPLITS[idx]] = (label, logits, group)
             metrics = evaluate(label, logits.astype(np.float64), group)
             for key, value in metrics.items():
                 record[f"{EVAL_SPLITS[idx]}_{key}"] = value

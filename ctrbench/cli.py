@@ -7,6 +7,8 @@ plugin names given on the command line are checked, so a typo is one line listin
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from importlib.resources import files
@@ -196,6 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ctrbench.output_dirs import OutputDirError, check_output_dirs
 
     args = [normalize_override(a) for a in args]
+    from ctrbench.engine.provenance import COMMAND_ENV
+
+    os.environ[COMMAND_ENV] = shlex.join(["ctrbench", *args])  # recorded by every job, also in workers
     try:
         check_overrides(args)
         check_args(args)  # missing launcher/logger package, multi-device training under -m: one line

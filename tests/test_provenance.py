@@ -118,3 +118,36 @@ def test_data_fingerprint_of_arrays_changes_with_a_value(compose_cfg) -> None:
     changed = dataclasses.replace(data, test=dataclasses.replace(data.test, columns=columns), info={})
     assert provenance.data_fingerprint(changed) != first
     assert provenance.data_fingerprint(dataclasses.replace(data, info={})) == first
+
+
+def test_a_record_says_how_to_reproduce_it(tmp_path: Path) -> None:
+    """The command as typed (also from a launcher's worker), versions, machine, threads, git state;
+    a sweep folder gets the environment's package list once."""
+    import json
+
+    from conftest import run_cli
+
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        *TINY,
+        "model=lr",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((sweep / "0" / "result.json").read_text())
+    prov = record["provenance"]
+    assert prov["command"].startswith("ctrbench -m ") and f"hydra.sweep.dir={sweep}" in prov["command"]
+    assert prov["python"].count(".") == 2 and prov["torch"] and prov["pytorch-lightning"]
+    assert prov["device"] == "cpu" and prov["cpu"] and isinstance(prov["threads"], int)
+    if (Path(__file__).resolve().parents[1] / ".git").exists():
+        assert len(prov["git"]["commit"]) == 40 and isinstance(prov["git"]["dirty"], bool)
+    env = (sweep / "environment.txt").read_text().splitlines()
+    names = [line.split("==")[0].lower() for line in env]
+    assert "torch" in names and names == sorted(names)
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0
+    assert sorted(p.name for p in sweep.glob("environment*.txt")) == ["environment.txt"]  # same environment

@@ -23,7 +23,7 @@ from ctrbench.engine.data import CTRDataModule
 from ctrbench.engine.interrupt import JobInterrupted
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
-from ctrbench.engine.provenance import differences, fingerprint
+from ctrbench.engine.provenance import differences, fingerprint, provenance
 from ctrbench.engine.selection import (
     CHECKPOINT_NAME,
     LAST_EPOCH,
@@ -335,6 +335,7 @@ def run(
     progress: dict[str, Any] = {}
     try:
         record["fingerprint"] = fingerprint(load_data(cfg), _plugin_specs(cfg), _on_gpu(cfg))
+        record["provenance"] = provenance(_on_gpu(cfg))
         if cfg.get("resume", False):
             previous, why = finished_record(out_dir, cfg, record["fingerprint"])
             if previous is not None:

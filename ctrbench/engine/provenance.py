@@ -11,12 +11,21 @@ the previous ``ok`` record has the same config *and* the same fingerprint.
   plugins, each with a short hash of its package's source files (``.py``, ``.c``) — an editable
   install keeps its version while its code changes — plus torch's and Lightning's versions.
 - ``device``: ``cpu`` or the CUDA device's name.
+
+A record's ``provenance`` adds what a reader needs to reproduce it (:func:`provenance`): the git
+commit of a source checkout and whether its tree was dirty (with a hash of the diff), Python, torch
+and Lightning versions, the CPU model, the thread count, the host and the full command line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import platform
+import shlex
+import subprocess
+import sys
 from collections.abc import Iterable
 from functools import cache
 from importlib import metadata
@@ -31,6 +40,7 @@ from ctrbench import registry
 from ctrbench.schema import DatasetSplits
 
 SOURCE_SUFFIXES = (".py", ".c")
+COMMAND_ENV = "CTRBENCH_COMMAND"  # set by the CLI, inherited by launcher workers
 
 
 @cache
@@ -129,3 +139,83 @@ def differences(previous: Any, current: dict[str, Any]) -> list[str]:
     if previous.get("device") != current["device"]:
         out.append(f"the device changed ({previous.get('device')} -> {current['device']})")
     return out
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None
+
+
+@cache
+def git_state() -> dict[str, Any] | None:
+    """``{"commit", "dirty", "diff_sha256"}`` when ctrbench runs from a git checkout, else None."""
+    spec = importlib.util.find_spec("ctrbench")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    source = Path(next(iter(spec.submodule_search_locations))).parent
+    if not (source / ".git").exists():
+        return None
+    commit = _git(["rev-parse", "HEAD"], source)
+    if commit is None:
+        return None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], source) or ""
+    diff = _git(["diff", "HEAD"], source) or ""
+    return {
+        "commit": commit.strip(),
+        "dirty": bool(status.strip()),
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None,
+    }
+
+
+@cache
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(on_gpu: bool) -> dict[str, Any]:
+    """How to reproduce the run: versions, git state, machine, threads, the command line."""
+    return {
+        "ctrbench": metadata.version("ctrbench"),
+        "git": git_state(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pytorch-lightning": pl.__version__,
+        "numpy": np.__version__,
+        "device": device_name(on_gpu),
+        "cpu": cpu_model(),
+        "threads": torch.get_num_threads(),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        # the command the user typed (a launcher's worker process has its own argv)
+        "command": os.environ.get(COMMAND_ENV) or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def environment_lines() -> list[str]:
+    """Every installed distribution as ``name==version``, sorted (the environment of a sweep)."""
+    seen = {(d.metadata["Name"] or "?", d.version) for d in metadata.distributions()}
+    return [f"{name}=={version}" for name, version in sorted(seen, key=lambda nv: nv[0].lower())]
+
+
+def write_environment(folder: Path) -> Path:
+    """``environment.txt`` (every installed distribution) in a sweep folder, once; a later command in
+    another environment adds ``environment-<UTC time>.txt`` instead of overwriting it."""
+    from datetime import datetime, timezone
+
+    text = "\n".join(environment_lines()) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "environment.txt"
+    if path.is_file() and path.read_text() != text:
+        path = folder / f"environment-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.txt"
+    if not path.is_file():
+        path.write_text(text)
+    return path

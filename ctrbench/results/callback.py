@@ -9,6 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ctrbench.engine.provenance import write_environment
 from ctrbench.results.record import RESULT_FILE, error_line
 from ctrbench.results.tables import render
 from ctrbench.sweeper import jobs
@@ -54,6 +55,10 @@ class SummaryCallback(Callback):
         folder = _select(config, "hydra.sweep.dir")
         if folder is not None:
             jobs.forget(folder)
+            try:
+                write_environment(Path(folder))  # the environment's package list, once per sweep folder
+            except OSError as exc:
+                log.warning("environment.txt not written in %s: %s", folder, error_line(exc))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarize the jobs this command's sweeper launched into ``hydra.sweep.dir``."""

@@ -17,11 +17,12 @@ from rich.text import Text
 
 from ctrbench.results.bars import plot_relaimpr
 from ctrbench.results.curves import plot_curves
+from ctrbench.results.html_report import write_report
 from ctrbench.results.paper import TABLES, PaperLayout, PaperRow, layout, paper_key
 from ctrbench.results.record import read_results
-from ctrbench.results.summary import SummaryRow, duplicates, strip_row_override, summarize
+from ctrbench.results.summary import SummaryRow, duplicates, row_labels, strip_row_override, summarize
 
-__all__ = ["render", "render_notes", "rich_table", "write_tables"]
+__all__ = ["paired_notes", "render", "render_notes", "rich_table", "write_tables"]
 
 HEADERS = (
     "Model",
@@ -35,8 +36,15 @@ HEADERS = (
     "Logloss",
     "RelaImpr (AUC)",
     "RelaImpr (GAUC)",
+    "ΔAUC (95% CI)",
+    "ΔGAUC (95% CI)",
+    "p AUC (t, Holm)",
+    "p GAUC (t, Holm)",
+    "Seeds p<.05",
     "Status",
 )
+# the paired-comparison columns (see :func:`_paired_cells`), left out of the printed table when empty
+PAIRED = HEADERS[HEADERS.index("ΔAUC (95% CI)") : HEADERS.index("Status")]
 _FIELDS = [f.name for f in dataclasses.fields(SummaryRow) if f.name != "provenance"]
 # With a paper layout (a preset's ``paper`` key): the paper's row and dataset first, its numbers last.
 PAPER_HEADERS = ("Paper row", "Paper dataset", *HEADERS, "Paper AUC", "Paper RelaImpr")
@@ -70,6 +78,40 @@ def _pct(value: float, missing: str) -> str:
     return f"{value:+.2f}%" if _finite(value) else missing
 
 
+def _delta(mean: float, low: float, high: float, sep: str, missing: str) -> str:
+    """``+0.0123 ± 0.0040``: a mean difference and the half-width of its (symmetric) t interval."""
+    if not _finite(mean):
+        return missing
+    return f"{mean:+.4f}{sep}{(high - low) / 2:.4f}" if _finite(low) and _finite(high) else f"{mean:+.4f}"
+
+
+def _p(p: float, wins: int, n: int, missing: str) -> str:
+    """``0.012 (3/5)``: a Holm-adjusted p-value and the seeds won out of those paired."""
+    if not _finite(p):
+        return f"n/a ({wins}/{n})" if n else missing
+    return f"{'<0.001' if p < 0.001 else f'{p:.3f}'} ({wins}/{n})"
+
+
+def _paired_cells(row: SummaryRow, sep: str, missing: str) -> list[str]:
+    """The cells of :data:`PAIRED`: ``ref`` for the reference row, ``missing`` where not paired."""
+    if row.is_reference:
+        return ["ref"] * len(PAIRED)
+    if not row.against or row.n_paired == 0:
+        return [missing] * len(PAIRED)
+    tests = []
+    if row.delong_tested:
+        tests.append(f"DeLong {row.delong_sig}/{row.delong_tested}")
+    if row.boot_tested:
+        tests.append(f"boot {row.boot_sig}/{row.boot_tested}")
+    return [
+        _delta(row.d_auc, row.d_auc_low, row.d_auc_high, sep, missing),
+        _delta(row.d_gauc, row.d_gauc_low, row.d_gauc_high, sep, missing),
+        _p(row.p_auc_holm, row.wins_auc, row.n_paired, missing),
+        _p(row.p_gauc_holm, row.wins_gauc, row.n_paired, missing),
+        ", ".join(tests) or missing,
+    ]
+
+
 def _status(row: SummaryRow) -> str:
     return f"{row.status}: {row.error}" if row.error and row.status != "ok" else row.status
 
@@ -89,6 +131,7 @@ def _cells(row: SummaryRow, sep: str = " ± ", missing: str = "—") -> list[str
         _pm(row.logloss_mean, math.nan if single else row.logloss_std, sep, missing),
         _pct(row.relaimpr, missing),
         _pct(row.relaimpr_gauc, missing),
+        *_paired_cells(row, sep, missing),
         _status(row),
     ]
 
@@ -140,13 +183,14 @@ def _tex_notes(notes: Sequence[str]) -> str:
 
 
 def _markdown(rows: Sequence[SummaryRow], notes: Sequence[str] = ()) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(["---"] * 5 + ["---:"] * 6 + ["---"]) + "|"]
+    align = ["---"] * 5 + ["---:"] * (len(HEADERS) - 6) + ["---"]
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in _cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n" + _md_notes(notes)
 
 
 def _paper_markdown(paper: PaperLayout, notes: Sequence[str] = ()) -> str:
-    align = ["---"] * 7 + ["---:"] * 6 + ["---"] + ["---:"] * 2
+    align = ["---"] * 7 + ["---:"] * (len(HEADERS) - 6) + ["---"] + ["---:"] * 2
     lines = ["| " + " | ".join(PAPER_HEADERS) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in _paper_cells(line)) + " |" for line in paper.rows]
     return "\n".join(lines) + "\n\n" + _md_cell(paper.caption) + "\n" + _md_notes(notes)
@@ -159,7 +203,7 @@ def tex_escape(text: str) -> str:
 
 def _latex(rows: Sequence[SummaryRow], notes: Sequence[str] = ()) -> str:
     lines = [
-        r"\begin{tabular}{lllll" + "r" * 6 + "l}",
+        r"\begin{tabular}{lllll" + "r" * (len(HEADERS) - 6) + "l}",
         r"\toprule",
         " & ".join(tex_escape(h) for h in HEADERS) + r" \\",
         r"\midrule",
@@ -175,7 +219,7 @@ def _latex(rows: Sequence[SummaryRow], notes: Sequence[str] = ()) -> str:
 def _paper_latex(paper: PaperLayout, notes: Sequence[str] = ()) -> str:
     lines = [
         "% " + paper.caption,
-        r"\begin{tabular}{lllllll" + "r" * 6 + "lrr}",
+        r"\begin{tabular}{lllllll" + "r" * (len(HEADERS) - 6) + "lrr}",
         r"\toprule",
         " & ".join(tex_escape(h) for h in PAPER_HEADERS) + r" \\",
         r"\midrule",
@@ -226,14 +270,15 @@ def rich_table(
     model and logloss columns that the printed table leaves out.
     """
     if paper is None:
-        return _rich(HEADERS, [_cells(row) for row in rows], [_style(row) for row in rows], title)
+        cells = [_cells(row) for row in rows]
+        return _rich(HEADERS, cells, [_style(row) for row in rows], title, drop=_empty_paired(cells, 0))
     ran = [line.run for line in paper.rows]
     cells = [_paper_cells(line) for line in paper.rows]
     for line, row_cells in zip(paper.rows, cells, strict=True):
         row_cells[0] = line.label or f"({line.summary.model})"  # a row the paper lacks: our model
     # narrower than the files: no Model (the paper's row names it), no Logloss (no paper reports it),
     # no paper RelaImpr when the paper gives none
-    drop = {2, 2 + HEADERS.index("Logloss")}
+    drop = {2, 2 + HEADERS.index("Logloss"), *_empty_paired(cells, 2)}
     if not any(r.relaimpr for r in paper.table.rows):
         drop.add(len(PAPER_HEADERS) - 1)
     return _rich(
@@ -245,6 +290,13 @@ def rich_table(
         judge=ran if any(ran) else None,
         drop=drop,
     )
+
+
+def _empty_paired(cells: list[list[str]], offset: int) -> set[int]:
+    """The paired-comparison columns that hold nothing (no row was compared): left out when printing."""
+    first = offset + HEADERS.index(PAIRED[0])
+    columns = range(first, first + len(PAIRED))
+    return {i for i in columns if all(c[i] in ("—", "ref") for c in cells)}
 
 
 def _style(row: SummaryRow) -> str | None:
@@ -284,7 +336,8 @@ def _rich(
         elif i < offset - 1:  # the paper's row label may wrap between words
             table.add_column(header, min_width=16)
         else:
-            right = offset + 5 <= i <= offset + 10 or i > offset + 11
+            status = offset + len(HEADERS) - 1
+            right = offset + 5 <= i < status or i > status
             table.add_column(header, justify="right" if right else "left", no_wrap=True)
     for row_cells, style in zip(cells, styles, strict=True):
         # Text cells keep brackets in error messages from being read as rich markup.
@@ -321,9 +374,11 @@ def render_notes(
     rows: Sequence[SummaryRow],
     root: str | os.PathLike[str],
     others: Sequence[Mapping[str, Any]] = (),
+    n_boot: int = 1000,
 ) -> list[str]:
     """The lines under a summary table: jobs of another command left out (``others``), jobs that
-    repeat another's config and count once, rows split because their data or code differ."""
+    repeat another's config and count once, rows split because their data or code differ, how the
+    rows were paired with their reference row (:func:`paired_notes`)."""
     root = Path(root)
     every = [*records, *others]
     sets = [{str(o) for o in r["overrides"]} for r in every if isinstance(r.get("overrides"), list)]
@@ -354,6 +409,27 @@ def render_notes(
             "Records of different data or code (their fingerprint) are different rows, marked in [brackets]; "
             "RelaImpr compares rows of the same data and code only."
         )
+    return notes + paired_notes(rows, n_boot)
+
+
+def paired_notes(rows: Sequence[SummaryRow], n_boot: int = 1000) -> list[str]:
+    """What the paired columns mean (the correction and the per-seed tests) and, per row, why it was
+    not paired with its reference row or not tested on every seed."""
+    labels = row_labels(rows)
+    compared = [r for r in rows if r.against and r.n_paired]
+    notes = []
+    if compared:
+        refs = ", ".join(dict.fromkeys(r.against for r in compared))
+        notes.append(
+            f"Δ = row − reference ({refs}) over the seeds both ran, matched by seed value; 95% CI: t interval "
+            f"over seeds; p: paired t-test, Holm-adjusted over {_plural(len(compared), 'row', 'rows')} "
+            f"compared against {refs} (AUC and GAUC separately), with seeds won; per-seed tests on the "
+            f"test predictions: DeLong (AUC), paired bootstrap over users, {n_boot} resamples (GAUC), "
+            "counted at p < 0.05."
+        )
+    for row, label in zip(rows, labels, strict=True):
+        if row.pair_note:
+            notes.append(f"{label} vs {row.against}: {row.pair_note}.")
     return notes
 
 
@@ -370,6 +446,8 @@ def render(
     jobs: Collection[str | os.PathLike[str]] | None = None,
     not_run: Sequence[str] = (),
     warn: Callable[[str], None] | None = None,
+    against: str | None = None,
+    n_boot: int = 1000,
 ) -> list[SummaryRow]:
     """Read every ``result.json`` under ``root``, summarize, write the tables and print them.
 
@@ -385,7 +463,9 @@ def render(
     code are separate rows (:func:`~ctrbench.results.summary.summarize`). ``not_run``: the jobs of an
     interrupted sweep that never started (their overrides), listed in a note. ``warn``: receives the
     one-line warning for each ``result.json`` skipped as unreadable or not a record (default: a
-    ``RuntimeWarning``). A summary file that cannot be written (a read-only folder) raises ``OSError``.
+    ``RuntimeWarning``). ``against`` (a row label or model name; default: the RelaImpr base row) and
+    ``n_boot`` (bootstrap resamples) set the paired comparison (:func:`~ctrbench.results.summary.compare`);
+    an ``against`` naming no row raises ``ValueError``. A summary file that cannot be written (a read-only folder) raises ``OSError``.
     """
     records = read_results(root, warn)
     if not records:
@@ -397,8 +477,8 @@ def render(
         records = [r for r in records if Path(r["job_dir"]).resolve() in mine]
         if not records:
             raise ValueError(f"none of this command's {len(mine)} jobs left a result.json under {root}")
-    rows = summarize(records, base_model=base_model)
-    notes = render_notes(records, rows, root, others)
+    rows = summarize(records, base_model=base_model, against=against, n_boot=n_boot)
+    notes = render_notes(records, rows, root, others, n_boot=n_boot)
     if not_run:  # an interrupted sweep: the command's jobs that never started
         shown = "; ".join(not_run[:10]) + (f" and {len(not_run) - 10} more" if len(not_run) > 10 else "")
         notes.append(f"Interrupted before {_plural(len(not_run), 'job', 'jobs')} started: {shown}.")
@@ -420,6 +500,9 @@ def render(
     bars = plot_relaimpr(records, Path(root if out_dir is None else out_dir) / "relaimpr.png", base_model)
     if bars is not None:
         paths["relaimpr"] = bars
+    paths["html"] = write_report(
+        root, records, rows, notes, paths["md"].with_name("report.html"), laid_out, paths, base_model
+    )
     title = f"ctrbench summary: {root}" + (f"\n{laid_out.table.title}" if laid_out else "")
     console.print(rich_table(rows, title=title, paper=laid_out))
     if laid_out is not None:

@@ -125,6 +125,8 @@ def cmd_report(args: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="ctrbench report", description=cmd_report.__doc__)
     parser.add_argument("folder", type=Path, help="a sweep or results folder holding result.json files")
     parser.add_argument("--base", default="base", help="model RelaImpr is measured against (default: base)")
+    parser.add_argument("--against", default=None, help="row label or model the paired tests compare with")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="GAUC bootstrap resamples (default 1000)")
     parser.add_argument("--out", type=Path, default=None, help="where to write summary.* (default: folder)")
     parser.add_argument(
         "--paper",
@@ -142,7 +144,15 @@ def cmd_report(args: Sequence[str]) -> int:
     if ns.paper is not None and ns.paper not in (*TABLES, "none"):
         return _fail(f"unknown paper table {ns.paper!r} (known: {', '.join(TABLES)}, none)")
     try:
-        render(ns.folder, out_dir=ns.out, base_model=ns.base, paper=ns.paper, warn=warn)
+        render(
+            ns.folder,
+            out_dir=ns.out,
+            base_model=ns.base,
+            paper=ns.paper,
+            warn=warn,
+            against=ns.against,
+            n_boot=ns.bootstrap,
+        )
     except ValueError as exc:
         return _fail(str(exc))
     except OSError as exc:  # a read-only folder: summary.* cannot be written there

@@ -430,3 +430,166 @@ def test_relaimpr_bars_are_per_seed_mean_and_std_against_the_base(tmp_path: Path
     png = plot_relaimpr(records, tmp_path / "relaimpr.png")
     assert png is not None and png.stat().st_size > 5000
     assert plot_relaimpr(records[:2], tmp_path / "none.png") is None  # nothing to compare
+
+
+# ---------------------------------------------------------------- paired comparison with the reference row
+
+
+def _paired_record(
+    model: str, seed: int, job_num: int, auc: float, gauc: float, data: str = "d1"
+) -> dict[str, Any]:
+    rec = _record(model, seed, job_num, auc=auc, gauc=gauc)
+    rec["fingerprint"] = {"data": data, "code": {"ctrbench": "1"}, "device": "cpu"}
+    return rec
+
+
+def _write_predictions(
+    job: Path, y: np.ndarray, prob: np.ndarray, groups: np.ndarray, perm: np.ndarray
+) -> None:
+    """A ``predictions.npz`` as jobs write it, its rows stored in the order ``perm``."""
+    rows = np.arange(y.size, dtype=np.int64)
+    np.savez(
+        job / "predictions.npz",
+        test_label=y[perm].astype(np.int8),
+        test_prob=prob[perm].astype(np.float32),
+        test_group=groups[perm].astype(np.int64),
+        test_row=rows[perm],
+        val_label=y[:5].astype(np.int8),
+        val_prob=prob[:5].astype(np.float32),
+        val_group=groups[:5].astype(np.int64),
+        val_row=rows[:5],
+        epoch=np.array(1),
+    )
+
+
+def _sweep_with_predictions(
+    root: Path, models: dict[str, float], seeds: list[int], n_users: int = 60, shuffle_jobs: int = 0
+) -> None:
+    """Jobs of ``models`` (score strength per model) × ``seeds``, each with result.json and predictions;
+    the job numbers are shuffled (``shuffle_jobs`` seeds the shuffle) so folder order is not seed order."""
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(5, 15, n_users)
+    groups = np.repeat(np.arange(n_users), sizes)
+    jobs = [(m, s) for m in models for s in seeds]
+    order = np.random.default_rng(shuffle_jobs).permutation(len(jobs))
+    from ctrbench.metrics import auc as auc_fn
+    from ctrbench.metrics import gauc as gauc_fn
+
+    for num, (model, seed) in zip(order.tolist(), jobs, strict=True):
+        data_rng = np.random.default_rng(100 + seed)  # the seed's test labels, the same for every model
+        y = data_rng.integers(0, 2, groups.size)
+        noise = np.random.default_rng(1000 * seed + len(model)).normal(size=groups.size)
+        prob = 1 / (1 + np.exp(-(models[model] * y + noise)))
+        rec = _paired_record(model, seed, num, auc_fn(y, prob), gauc_fn(y, prob, groups))
+        rec["predictions"] = "predictions.npz"
+        job = root / str(num)
+        write_result(job, rec)
+        _write_predictions(job, y, prob, groups, np.random.default_rng(num).permutation(groups.size))
+
+
+def test_paired_columns_pair_seeds_by_value_whatever_the_job_order() -> None:
+    from scipy import stats
+
+    base = {1: 0.70, 2: 0.72, 3: 0.71}
+    din = {3: 0.74, 1: 0.72, 2: 0.73}
+    records = [
+        _paired_record("din", s, n, din[s], 0.6 + din[s] / 10)
+        for n, s in zip([0, 1, 2], [3, 1, 2], strict=True)
+    ]
+    records += [_paired_record("base", s, n, base[s], 0.6) for n, s in zip([5, 3, 4], [1, 2, 3], strict=True)]
+    rows = summarize(records[::-1])
+    by = {r.model: r for r in rows}
+    assert by["base"].is_reference and not by["din"].is_reference
+    din_row = by["din"]
+    diffs = np.array([din[s] - base[s] for s in (1, 2, 3)])  # 0.02, 0.01, 0.03 by seed value
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / math.sqrt(3)
+    assert din_row.against == "base" and din_row.n_paired == 3 and din_row.wins_auc == 3
+    assert din_row.d_auc == pytest.approx(0.02)
+    assert (din_row.d_auc_low, din_row.d_auc_high) == (pytest.approx(0.02 - half), pytest.approx(0.02 + half))
+    p = stats.ttest_rel([din[s] for s in (1, 2, 3)], [base[s] for s in (1, 2, 3)]).pvalue
+    assert din_row.p_auc == pytest.approx(p) and din_row.p_auc_holm == pytest.approx(p)  # one row compared
+    assert din_row.delong_tested == 0 and "predictions.npz missing" in din_row.pair_note
+
+
+def test_paired_columns_holm_over_rows_and_cannot_pair_reasons() -> None:
+    records = [_paired_record("base", s, s, 0.70 + s / 1000, 0.6) for s in (1, 2, 3)]
+    records += [_paired_record("din", s, 10 + s, 0.72 + s / 500, 0.6) for s in (1, 2, 3)]
+    records += [_paired_record("dien", s, 20 + s, 0.71 + (s % 2) / 100, 0.6) for s in (1, 2, 3)]
+    records += [_paired_record("lr", 7, 30, 0.6, 0.5), _paired_record("lr", 1, 31, 0.6, 0.5)]
+    rows = {r.model: r for r in summarize(records)}
+    from ctrbench.results.significance import holm
+
+    adjusted = holm([rows["din"].p_auc, rows["dien"].p_auc])
+    assert [rows["din"].p_auc_holm, rows["dien"].p_auc_holm] == pytest.approx(adjusted)
+    assert rows["din"].p_auc_holm != pytest.approx(rows["din"].p_auc)
+    assert rows["lr"].pair_note == "cannot pair: fewer than 2 common seeds (common: 1)"
+    assert math.isnan(rows["lr"].d_auc) and math.isnan(rows["lr"].p_auc_holm)
+
+
+def test_paired_columns_in_files_notes_and_against(tmp_path: Path) -> None:
+    _sweep_with_predictions(tmp_path, {"base": 0.3, "din": 2.0, "dien": 0.3}, [1, 2, 3], shuffle_jobs=4)
+    console = Console(file=io.StringIO(), width=250)
+    rows = {r.model: r for r in render(tmp_path, console=console, n_boot=200)}
+    din = rows["din"]
+    assert din.n_paired == 3 and din.delong_tested == din.boot_tested == 3
+    assert din.delong_sig == din.boot_sig == 3 and din.pair_note == ""
+    assert rows["dien"].delong_tested == 3
+    with (tmp_path / "summary.csv").open(newline="") as fh:
+        parsed = {p["model"]: p for p in csv.DictReader(fh)}
+    assert float(parsed["din"]["d_auc"]) == din.d_auc and parsed["din"]["delong_sig"] == "3"
+    md = (tmp_path / "summary.md").read_text()
+    assert "DeLong 3/3, boot 3/3" in md and "| ref |" in md
+    assert "Holm-adjusted over 2 rows compared against base" in md
+    assert "DeLong (AUC), paired bootstrap over users, 200 resamples (GAUC)" in md
+    out = console.file.getvalue()
+    assert "ΔAUC" in out and "DeLong 3/3" in out
+    # against another model: base and dien are compared with din
+    rows2 = {r.model: r for r in summarize(read_results(tmp_path), against="din", n_boot=50)}
+    assert rows2["din"].is_reference and rows2["base"].against == "din"
+    assert rows2["base"].d_auc == pytest.approx(-din.d_auc)
+    with pytest.raises(ValueError, match="--against 'nope': no row or model of that name; rows: "):
+        summarize(read_results(tmp_path), against="nope")
+
+
+def test_paired_columns_different_test_rows_and_data(tmp_path: Path) -> None:
+    _sweep_with_predictions(tmp_path, {"base": 0.3, "din": 1.0}, [1, 2])
+    for job in tmp_path.iterdir():
+        rec = json.loads((job / "result.json").read_text())
+        if rec["model"] == "din" and rec["seed"] == 2:
+            with np.load(job / "predictions.npz") as npz:
+                arrays = dict(npz)
+            arrays["test_row"] = arrays["test_row"] + 1
+            np.savez(job / "predictions.npz", **arrays)
+    rows = {r.model: r for r in summarize(read_results(tmp_path))}
+    assert rows["din"].pair_note == "cannot pair: different test rows (seed 2)"
+    records = read_results(tmp_path)
+    for rec in records:
+        if rec["model"] == "din":
+            rec["fingerprint"] = {**rec["fingerprint"], "data": "other"}
+    rows = summarize(records)
+    assert all(not r.against for r in rows)  # other data: no base row at all, so nothing compared
+
+
+def test_report_against_option_and_bad_bootstrap_are_one_line(tmp_path: Path, capsys) -> None:
+    from ctrbench.cli import cmd_report
+
+    _sweep_with_predictions(tmp_path, {"base": 0.3, "din": 1.0}, [1, 2], n_users=20)
+    assert cmd_report([str(tmp_path), "--against", "din", "--bootstrap", "50"]) == 0
+    assert "compared against din" in (tmp_path / "summary.md").read_text()
+    assert cmd_report([str(tmp_path), "--against", "nope"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--against 'nope': no row or model of that name" in err[0]
+    assert cmd_report([str(tmp_path), "--bootstrap", "0"]) != 0
+    assert "--bootstrap 0: the number of bootstrap resamples must be at least 1" in capsys.readouterr().err
+
+
+def test_paired_summary_of_three_models_by_five_seeds_is_fast(tmp_path: Path) -> None:
+    import time
+
+    _sweep_with_predictions(tmp_path, {"base": 0.3, "din": 0.5, "dien": 0.6}, [1, 2, 3, 4, 5], n_users=2000)
+    records = read_results(tmp_path)
+    start = time.perf_counter()
+    rows = summarize(records)
+    elapsed = time.perf_counter() - start
+    assert all(r.boot_tested == 5 for r in rows if r.model != "base")
+    assert elapsed < 5.0, elapsed

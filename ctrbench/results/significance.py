@@ -30,6 +30,7 @@ __all__ = [
     "PairedSeeds",
     "Predictions",
     "align",
+    "common_seeds",
     "delong_test",
     "holm",
     "load_predictions",

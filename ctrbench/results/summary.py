@@ -7,15 +7,27 @@ import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ctrbench.metrics import rela_impr
+from ctrbench.results.significance import (
+    Predictions,
+    align,
+    common_seeds,
+    delong_test,
+    holm,
+    load_predictions,
+    paired_bootstrap_gauc,
+    paired_seeds,
+)
 
 __all__ = [
     "PLUGIN_KEYS",
     "SummaryRow",
+    "compare",
     "comparable",
     "duplicates",
     "fingerprint_key",
@@ -56,6 +68,32 @@ class SummaryRow:
     # what tells this row's data/code apart from the table's other rows ("" when nothing does): set when
     # the table's records have different fingerprints, so one configuration can be two rows
     fingerprint: str = ""
+    # Paired comparison with the reference row (see :func:`compare`): ``against`` is its label ("" for no
+    # reference; the reference row itself has ``is_reference``). Δ = this row − reference over the seeds
+    # both ran (matched by seed value), 95% t interval; p: paired t-test, raw and Holm-adjusted over the
+    # rows compared; wins: seeds where this row is better; per-seed tests on the jobs' predictions:
+    # DeLong (AUC) and a paired bootstrap over users (GAUC), counted at p < 0.05.
+    against: str = ""
+    is_reference: bool = False
+    n_paired: int = 0
+    d_auc: float = math.nan
+    d_auc_low: float = math.nan
+    d_auc_high: float = math.nan
+    p_auc: float = math.nan
+    p_auc_holm: float = math.nan
+    wins_auc: int = 0
+    d_gauc: float = math.nan
+    d_gauc_low: float = math.nan
+    d_gauc_high: float = math.nan
+    p_gauc: float = math.nan
+    p_gauc_holm: float = math.nan
+    wins_gauc: int = 0
+    delong_tested: int = 0
+    delong_sig: int = 0
+    boot_tested: int = 0
+    boot_sig: int = 0
+    # why this row is not paired with its reference, or why per-seed tests were not run on every seed
+    pair_note: str = ""
     # the records' fingerprint (data, code versions), see :func:`fingerprint_key`; None: unknown
     provenance: tuple[Any, ...] | None = field(default=None, repr=False, compare=False)
 
@@ -284,16 +322,23 @@ def row_labels(rows: Sequence[SummaryRow]) -> list[str]:
     return labels
 
 
-def summarize(records: Iterable[Mapping[str, Any]], base_model: str = "base") -> list[SummaryRow]:
+def summarize(
+    records: Iterable[Mapping[str, Any]],
+    base_model: str = "base",
+    against: str | None = None,
+    n_boot: int = 1000,
+) -> list[SummaryRow]:
     """One :class:`SummaryRow` per configuration, in command-line order (``job_num``, then job dir).
 
     Records are grouped by their overrides without ``seed=`` and by their fingerprint (records of
     other data or code are another row, labelled in ``fingerprint``); a configuration run twice counts
     once (:func:`duplicates`). Mean and sample std are taken over the ``ok`` records' val-selected
     ``test_auc``/``test_gauc``/``test_logloss``. RelaImpr (DIN eq. 11) compares each row's mean AUC
-    (and GAUC) with its base row's (see :func:`_base_row`).
+    (and GAUC) with its base row's (see :func:`_base_row`). Each row is then paired seed by seed with
+    its reference row (:func:`compare`): the base row, or the row or model named by ``against``.
     """
-    rows = [summary_row(members) for members in group_records(records)]
+    groups = group_records(records)
+    rows = [summary_row(members) for members in groups]
     for row, label in zip(rows, fingerprint_labels(rows), strict=True):
         row.fingerprint = label
     for row in rows:
@@ -301,4 +346,118 @@ def summarize(records: Iterable[Mapping[str, Any]], base_model: str = "base") ->
         if base is not None:
             row.relaimpr = rela_impr(row.auc_mean, base.auc_mean)
             row.relaimpr_gauc = rela_impr(row.gauc_mean, base.gauc_mean)
+    compare(rows, groups, base_model, against, n_boot)
     return rows
+
+
+def _references(rows: Sequence[SummaryRow], base_model: str, against: str | None) -> list[int | None]:
+    """Per row, the index of its reference row: the RelaImpr base row (:func:`_base_row`), or with
+    ``against`` the row of that label (:func:`row_labels`) or, for a model name, that model's row
+    matching this one as :func:`_base_row` does. ``ValueError`` when ``against`` names neither."""
+    labels = row_labels(rows)
+    index = {id(r): i for i, r in enumerate(rows)}
+    if against is not None and against in labels:
+        fixed = labels.index(against)
+        return [fixed] * len(rows)
+    if against is not None and against not in {r.model for r in rows}:
+        raise ValueError(
+            f"--against {against!r}: no row or model of that name; rows: {', '.join(labels)}; "
+            f"models: {', '.join(dict.fromkeys(r.model for r in rows))}"
+        )
+    model = base_model if against is None else against
+    refs = []
+    for row in rows:
+        base = _base_row(row, rows, model)
+        refs.append(None if base is None else index[id(base)])
+    return refs
+
+
+def _load(record: Mapping[str, Any], cache: dict[str, Predictions | str | None]) -> Predictions | str | None:
+    """A record's test predictions (the ``predictions`` file its ``result.json`` names, in its job
+    folder), None when it names none, or why it cannot be read; loaded once per job."""
+    job = str(record.get("job_dir"))
+    if job not in cache:
+        name = record.get("predictions")
+        if not isinstance(name, str) or not name:
+            cache[job] = None
+        elif Path(name).is_absolute() or ".." in Path(name).parts:
+            cache[job] = f"{job}: predictions {name!r} lies outside the job folder"
+        elif not (Path(job) / name).is_file():
+            cache[job] = None
+        else:
+            try:
+                cache[job] = load_predictions(Path(job) / name)
+            except ValueError as exc:
+                cache[job] = str(exc)
+    return cache[job]
+
+
+def compare(
+    rows: Sequence[SummaryRow],
+    groups: Sequence[Sequence[Mapping[str, Any]]],
+    base_model: str = "base",
+    against: str | None = None,
+    n_boot: int = 1000,
+) -> None:
+    """Fill each row's paired comparison with its reference row (fields ``against`` … ``pair_note``).
+
+    Seeds are matched by value (:func:`~ctrbench.results.significance.paired_seeds`): per-seed
+    differences of ``test_auc``/``test_gauc``, their 95% t interval, the paired t-test, Holm-adjusted
+    over the rows compared (AUC and GAUC each one family). For each common seed whose two jobs both
+    kept ``predictions.npz`` with the same test rows, DeLong's test (AUC) and a paired bootstrap over
+    users with ``n_boot`` resamples (GAUC) run on the predictions aligned by row index.
+    """
+    if n_boot < 1:
+        raise ValueError(f"--bootstrap {n_boot}: the number of bootstrap resamples must be at least 1")
+    refs = _references(rows, base_model, against)
+    labels = row_labels(rows)
+    cache: dict[str, Predictions | str | None] = {}
+    compared: list[int] = []
+    for i, (row, ref) in enumerate(zip(rows, refs, strict=True)):
+        if ref is None:
+            continue
+        if ref == i:
+            row.is_reference = True
+            continue
+        row.against = labels[ref]
+        mine, theirs = groups[i], groups[ref]
+        loaded: dict[str, Predictions | None] = {}
+        unreadable = []
+        for record in (*mine, *theirs):
+            value = _load(record, cache)
+            loaded[str(record.get("job_dir"))] = value if isinstance(value, Predictions) else None
+            if isinstance(value, str):
+                unreadable.append(value)
+        by_auc = paired_seeds(mine, theirs, "auc", loaded)
+        by_gauc = paired_seeds(mine, theirs, "gauc", loaded)
+        if by_auc.reason is not None:
+            row.pair_note = f"cannot pair: {by_auc.reason}"
+            continue
+        compared.append(i)
+        row.n_paired = by_auc.n
+        row.d_auc, row.d_auc_low, row.d_auc_high = by_auc.mean, by_auc.ci_low, by_auc.ci_high
+        row.p_auc, row.wins_auc = by_auc.p, by_auc.wins
+        if by_gauc.reason is None:
+            row.d_gauc, row.d_gauc_low, row.d_gauc_high = by_gauc.mean, by_gauc.ci_low, by_gauc.ci_high
+            row.p_gauc, row.wins_gauc = by_gauc.p, by_gauc.wins
+        pairs, _ = common_seeds(mine, theirs)
+        for _seed, a, b in pairs:
+            pa, pb = loaded.get(str(a.get("job_dir"))), loaded.get(str(b.get("job_dir")))
+            if pa is None or pb is None or align(pa, pb) is not None:
+                continue
+            p_delong = delong_test(pa.label, pa.prob, pb.prob)[5]
+            p_boot = paired_bootstrap_gauc(pa.label, pa.prob, pb.prob, pa.group, n_boot=n_boot, seed=0)[3]
+            if math.isfinite(p_delong):
+                row.delong_tested += 1
+                row.delong_sig += p_delong < 0.05
+            if math.isfinite(p_boot):
+                row.boot_tested += 1
+                row.boot_sig += p_boot < 0.05
+        if row.delong_tested < len(pairs):
+            missing = len(pairs) - row.delong_tested
+            why = unreadable[0] if unreadable else "predictions.npz missing"
+            row.pair_note = f"per-seed tests on {row.delong_tested}/{len(pairs)} seeds ({missing}: {why})"
+    for metric in ("auc", "gauc"):
+        adjusted = holm([getattr(rows[i], f"p_{metric}") for i in compared])
+        for i, value in zip(compared, adjusted, strict=True):
+            setattr(rows[i], f"p_{metric}_holm", value)

@@ -420,9 +420,10 @@ def paired_notes(rows: Sequence[SummaryRow], n_boot: int = 1000) -> list[str]:
     notes = []
     if compared:
         refs = ", ".join(dict.fromkeys(r.against for r in compared))
+        n_rows = _plural(len(compared), "row", "rows")
         notes.append(
-            f"Δ = row − reference ({refs}) over the seeds both ran, matched by seed value; 95% CI: t interval "
-            f"over seeds; p: paired t-test, Holm-adjusted over {_plural(len(compared), 'row', 'rows')} "
+            f"Δ = row − reference ({refs}) over the seeds both ran, matched by seed value; 95% CI: "
+            f"t interval over seeds; p: paired t-test, Holm-adjusted over {n_rows} "
             f"compared against {refs} (AUC and GAUC separately), with seeds won; per-seed tests on the "
             f"test predictions: DeLong (AUC), paired bootstrap over users, {n_boot} resamples (GAUC), "
             "counted at p < 0.05."
@@ -465,7 +466,8 @@ def render(
     one-line warning for each ``result.json`` skipped as unreadable or not a record (default: a
     ``RuntimeWarning``). ``against`` (a row label or model name; default: the RelaImpr base row) and
     ``n_boot`` (bootstrap resamples) set the paired comparison (:func:`~ctrbench.results.summary.compare`);
-    an ``against`` naming no row raises ``ValueError``. A summary file that cannot be written (a read-only folder) raises ``OSError``.
+    an ``against`` naming no row raises ``ValueError``. A summary file that cannot be written (a
+    read-only folder) raises ``OSError``.
     """
     records = read_results(root, warn)
     if not records:

@@ -163,7 +163,47 @@ def cmd_report(args: Sequence[str]) -> int:
     return 0
 
 
-SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"plugins": cmd_plugins, "report": cmd_report}
+def cmd_compare(args: Sequence[str]) -> int:
+    """``ctrbench compare DIR_A DIR_B [--out DIR] [--base MODEL]``: two sweeps in one table and report."""
+    import argparse
+
+    from ctrbench.results.compare import compare, default_out
+
+    parser = argparse.ArgumentParser(prog="ctrbench compare", description=cmd_compare.__doc__)
+    parser.add_argument("folder_a", type=Path, help="a sweep or results folder (e.g. the baselines)")
+    parser.add_argument("folder_b", type=Path, help="another one (e.g. a new idea)")
+    parser.add_argument("--base", default="base", help="model RelaImpr is measured against (default: base)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write summary.* and report.html (default: ./compare-A-vs-B)",
+    )
+    ns = parser.parse_args(list(args))
+
+    def warn(message: str) -> None:  # a skipped result.json: one line
+        print(f"ctrbench: warning: {message}", file=sys.stderr)
+
+    for folder in (ns.folder_a, ns.folder_b):
+        if not folder.is_dir():
+            return _fail(f"no such folder: {folder}")
+    out = ns.out or default_out(ns.folder_a, ns.folder_b)
+    try:
+        compare(ns.folder_a, ns.folder_b, out_dir=out, base_model=ns.base, warn=warn)
+    except ValueError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(
+            f"cannot write the comparison into {out}: {exc.strerror or exc}; choose a folder with --out DIR"
+        )
+    return 0
+
+
+SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "plugins": cmd_plugins,
+    "report": cmd_report,
+    "compare": cmd_compare,
+}
 _failed_runs: list[str] = []  # errors of single (non-sweep) runs in this process, for the exit code
 
 

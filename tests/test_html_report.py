@@ -253,3 +253,84 @@ def test_report_of_a_real_sweep_in_chromium(tmp_path: Path) -> None:
     ascending = sorted(by_model, key=by_model.__getitem__)
     assert _dom(report, tmp_path, "#sort=auc_mean").rows("summary") == ascending
     assert _dom(report, tmp_path, "#sort=-auc_mean").rows("summary") == ascending[::-1]
+
+
+def _sweep(folder: Path, runs: list[tuple[str, int, float]], data: str = "arrays-abc") -> Path:
+    """A sweep folder of hand-written records: (model, seed, test AUC and GAUC) per job."""
+    from ctrbench.results.record import write_result
+
+    for num, (model, seed, auc) in enumerate(runs):
+        job = folder / str(num)
+        record = _record(model, seed, job, job_num=num, test_auc=auc, test_gauc=auc)
+        record["fingerprint"] = {"data": data, "code": {"ctrbench": "0.1.0"}, "device": "cpu"}
+        write_result(job, record)
+    return folder
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_compare_puts_two_sweeps_in_one_table_labelled_by_folder(tmp_path: Path) -> None:
+    from ctrbench.results.compare import compare
+
+    a = _sweep(tmp_path / "baselines", [("base", 1, 0.6), ("base", 2, 0.6), ("lr", 1, 0.55)])
+    b = _sweep(tmp_path / "idea", [("din", 1, 0.7), ("din", 2, 0.7), ("base", 1, 0.6)])
+    rows, paths = compare(a, b, out_dir=tmp_path / "out")
+    assert [(r.model, r.variant.split()[-1]) for r in rows] == [
+        ("base", "sweep=baselines"),
+        ("lr", "sweep=baselines"),
+        ("din", "sweep=idea"),
+        ("base", "sweep=idea"),  # the same config in both folders stays two rows
+    ]
+    # din against a base of the same variant is absent, so against the first base on the same data:
+    # RelaImpr = ((0.7 - 0.5) / (0.6 - 0.5) - 1) * 100 = 100 %
+    assert rows[2].relaimpr == pytest.approx(100.0)
+    assert [r["model"] for r in _csv_rows(paths["csv"])] == ["base", "lr", "din", "base"]
+    text = paths["html"].read_text(encoding="utf-8")
+    assert _parse(text).rows("summary") == [
+        "base sweep=baselines",
+        "lr sweep=baselines",
+        "din sweep=idea",
+        "base sweep=idea",
+    ]
+    assert "ctrbench compare" in text and "# baselines: ctrbench -m model=base,lr seed=1,2" in text
+    _assert_self_contained(text)
+
+
+def test_compare_does_not_pair_records_of_different_data(tmp_path: Path) -> None:
+    from ctrbench.results.compare import compare
+
+    a = _sweep(tmp_path / "a", [("base", 1, 0.6)], data="arrays-abc")
+    b = _sweep(tmp_path / "b", [("din", 1, 0.7)], data="arrays-xyz")
+    rows, paths = compare(a, b, out_dir=tmp_path / "out")
+    din = next(r for r in rows if r.model == "din")
+    assert math.isnan(din.relaimpr) and "data" in din.fingerprint
+    assert "a and b ran on different data (arrays-abc vs arrays-xyz)" in paths["md"].read_text(
+        encoding="utf-8"
+    )
+
+
+def test_compare_command_default_folder_and_one_line_errors(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    a = _sweep(tmp_path / "runs" / "week1", [("base", 1, 0.6)])
+    b = _sweep(tmp_path / "runs2" / "week1", [("din", 1, 0.7)])
+    proc = run_cli(["compare", str(a), str(b)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "compare-runs_week1-vs-runs2_week1"  # names told apart by their parent folder
+    assert (out / "report.html").is_file() and (out / "summary.csv").is_file()
+
+    proc = run_cli(["compare", str(a), str(tmp_path / "nope"), "--out", str(tmp_path / "o")], cwd=tmp_path)
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == f"ctrbench: error: no such folder: {tmp_path / 'nope'}"
+    )
+    (tmp_path / "empty").mkdir()
+    proc = run_cli(["compare", str(a), str(tmp_path / "empty"), "--out", str(tmp_path / "o")], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"ctrbench: error: no result.json found under {tmp_path / 'empty'}"
+    ]
+    proc = run_cli(["compare", str(a), str(a)], cwd=tmp_path)
+    assert proc.returncode == 2 and "are the same folder" in proc.stderr

@@ -22,7 +22,7 @@ from ctrbench.results.paper import TABLES, PaperLayout, PaperRow, layout, paper_
 from ctrbench.results.record import read_results
 from ctrbench.results.summary import SummaryRow, duplicates, row_labels, strip_row_override, summarize
 
-__all__ = ["paired_notes", "render", "render_notes", "rich_table", "write_tables"]
+__all__ = ["paired_notes", "paired_table", "render", "render_notes", "rich_table", "write_tables"]
 
 HEADERS = (
     "Model",
@@ -43,7 +43,7 @@ HEADERS = (
     "Seeds p<.05",
     "Status",
 )
-# the paired-comparison columns (see :func:`_paired_cells`), left out of the printed table when empty
+# the paired-comparison columns (:func:`_paired_cells`), printed in a table of their own
 PAIRED = HEADERS[HEADERS.index("ΔAUC (95% CI)") : HEADERS.index("Status")]
 _FIELDS = [f.name for f in dataclasses.fields(SummaryRow) if f.name != "provenance"]
 # With a paper layout (a preset's ``paper`` key): the paper's row and dataset first, its numbers last.
@@ -271,14 +271,14 @@ def rich_table(
     """
     if paper is None:
         cells = [_cells(row) for row in rows]
-        return _rich(HEADERS, cells, [_style(row) for row in rows], title, drop=_empty_paired(cells, 0))
+        return _rich(HEADERS, cells, [_style(row) for row in rows], title, drop=_paired_columns(0))
     ran = [line.run for line in paper.rows]
     cells = [_paper_cells(line) for line in paper.rows]
     for line, row_cells in zip(paper.rows, cells, strict=True):
         row_cells[0] = line.label or f"({line.summary.model})"  # a row the paper lacks: our model
     # narrower than the files: no Model (the paper's row names it), no Logloss (no paper reports it),
     # no paper RelaImpr when the paper gives none
-    drop = {2, 2 + HEADERS.index("Logloss"), *_empty_paired(cells, 2)}
+    drop = {2, 2 + HEADERS.index("Logloss"), *_paired_columns(2)}
     if not any(r.relaimpr for r in paper.table.rows):
         drop.add(len(PAPER_HEADERS) - 1)
     return _rich(
@@ -292,11 +292,33 @@ def rich_table(
     )
 
 
-def _empty_paired(cells: list[list[str]], offset: int) -> set[int]:
-    """The paired-comparison columns that hold nothing (no row was compared): left out when printing."""
+def _paired_columns(offset: int) -> set[int]:
+    """The indices of the :data:`PAIRED` columns, which the main printed table leaves out."""
     first = offset + HEADERS.index(PAIRED[0])
-    columns = range(first, first + len(PAIRED))
-    return {i for i in columns if all(c[i] in ("—", "ref") for c in cells)}
+    return set(range(first, first + len(PAIRED)))
+
+
+def paired_table(rows: Sequence[SummaryRow]) -> Table | None:
+    """The printed paired comparison: one line per row that has a reference row (or is one), with the
+    :data:`PAIRED` columns of the files; None when no row has a reference. Kept apart from
+    :func:`rich_table` so that both fit a terminal."""
+    lines = [
+        (label, row)
+        for label, row in zip(row_labels(rows), rows, strict=True)
+        if row.against or row.is_reference
+    ]
+    if not lines:
+        return None
+    refs = ", ".join(dict.fromkeys(row.against for _, row in lines if row.against))
+    table = Table(
+        title=f"Paired with {refs or 'the reference row'}: Δ = row − reference", header_style="bold"
+    )
+    table.add_column("Row", overflow="fold")
+    for header in PAIRED:
+        table.add_column(header.replace(" (", "\n("), justify="right", no_wrap=True)
+    for label, row in lines:
+        table.add_row(Text(label), *(Text(c) for c in _paired_cells(row, " ± ", "—")), style=_style(row))
+    return table
 
 
 def _style(row: SummaryRow) -> str | None:
@@ -507,6 +529,9 @@ def render(
     )
     title = f"ctrbench summary: {root}" + (f"\n{laid_out.table.title}" if laid_out else "")
     console.print(rich_table(rows, title=title, paper=laid_out))
+    paired = paired_table(rows)
+    if paired is not None:
+        console.print(paired)
     if laid_out is not None:
         console.print(Text(laid_out.caption, style="dim"))
     for note in notes:

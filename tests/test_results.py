@@ -19,6 +19,8 @@ from rich.console import Console
 from ctrbench.metrics import rela_impr
 from ctrbench.results import read_results, render, rich_table, summarize, write_result, write_tables
 from ctrbench.results.callback import SummaryCallback
+from ctrbench.results.summary import row_labels
+from ctrbench.results.tables import paired_notes
 
 
 def _record(
@@ -562,12 +564,32 @@ def test_paired_columns_different_test_rows_and_data(tmp_path: Path) -> None:
             np.savez(job / "predictions.npz", **arrays)
     rows = {r.model: r for r in summarize(read_results(tmp_path))}
     assert rows["din"].pair_note == "cannot pair: different test rows (seed 2)"
+    assert paired_notes(list(rows.values())) == ["din vs base: cannot pair: different test rows (seed 2)."]
+    assert (
+        "| din | synthetic | none | prelu |  | 2 |"
+        in write_tables(list(rows.values()), tmp_path)["md"].read_text()
+    )
+    md = write_tables(list(rows.values()), tmp_path)["md"].read_text().splitlines()
+    din_line = next(line for line in md if line.startswith("| din "))
+    assert din_line.count("| — |") >= 1 and "DeLong" not in din_line
     records = read_results(tmp_path)
     for rec in records:
         if rec["model"] == "din":
             rec["fingerprint"] = {**rec["fingerprint"], "data": "other"}
     rows = summarize(records)
     assert all(not r.against for r in rows)  # other data: no base row at all, so nothing compared
+    label = next(lab for lab in row_labels(rows) if lab.startswith("din"))
+    rows = {r.model: r for r in summarize(records, against=label)}  # named explicitly: told why not
+    assert rows["base"].pair_note == "cannot pair: different data fingerprint (seed 1)"
+
+
+def test_paired_notes_group_rows_with_the_same_reason() -> None:
+    records = [_paired_record("base", s, s, 0.7, 0.6) for s in (1, 2)]
+    records += [_paired_record(f"m{i}", 9, 10 + i, 0.7, 0.6) for i in range(7)]
+    notes = paired_notes(summarize(records))
+    assert notes == [
+        "m0, m1, m2, m3, m4 and 2 more vs base: cannot pair: fewer than 2 common seeds (common: none)."
+    ]
 
 
 def test_report_against_option_and_bad_bootstrap_are_one_line(tmp_path: Path, capsys) -> None:

@@ -450,9 +450,13 @@ def paired_notes(rows: Sequence[SummaryRow], n_boot: int = 1000) -> list[str]:
             f"test predictions: DeLong (AUC), paired bootstrap over users, {n_boot} resamples (GAUC), "
             "counted at p < 0.05."
         )
+    same: dict[tuple[str, str], list[str]] = {}  # one line per (reference, reason): Optuna trials are many
     for row, label in zip(rows, labels, strict=True):
         if row.pair_note:
-            notes.append(f"{label} vs {row.against}: {row.pair_note}.")
+            same.setdefault((row.against, row.pair_note), []).append(label)
+    for (against, note), names in same.items():
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        notes.append(f"{shown} vs {against}: {note}.")
     return notes
 
 

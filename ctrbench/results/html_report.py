@@ -448,7 +448,6 @@ def write_report(
     sections = [
         f"<h1>{_e(heading)}</h1><p class=muted>{len(records)} jobs, {len(rows)} rows; written {_e(when)}</p>",
         f"<h2>Command</h2><pre id=command>{_e(shown_command)}</pre>",
-        f'<h2>Provenance</h2><div id="provenance">{_provenance(records)}</div>',
         "<h2>Summary</h2><p class=muted>Click a column header to sort; metrics are test metrics of the epoch "
         "selected on validation, mean (and std) over seeds.</p>" + _summary_table(rows, labels),
     ]
@@ -458,6 +457,7 @@ def write_report(
         sections.append("<h2>Paper vs ours</h2>" + _paper_table(paper_layout))
     sections.append('<h2>Charts</h2><div id="charts">' + _images(images, out.parent) + "</div>")
     sections.append("<h2>Failed and interrupted jobs</h2>" + _failures(records, root))
+    sections.append(f'<h2>Provenance</h2><div id="provenance">{_provenance(records)}</div>')
     sections.append("<h2>Configuration differences</h2>" + _config_diffs(records, rows, labels, base_model))
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -615,3 +615,14 @@ def test_paired_summary_of_three_models_by_five_seeds_is_fast(tmp_path: Path) ->
     elapsed = time.perf_counter() - start
     assert all(r.boot_tested == 5 for r in rows if r.model != "base")
     assert elapsed < 5.0, elapsed
+
+
+def test_per_seed_significance_says_how_many_seeds_go_against_the_row(tmp_path: Path) -> None:
+    """A row significantly *below* its reference is not shown like a winner: ``(k worse)``."""
+    _sweep_with_predictions(tmp_path, {"base": 2.0, "din": 3.0, "dien": 0.5}, [1, 2, 3], n_users=150)
+    rows = {r.model: r for r in render(tmp_path, console=Console(file=io.StringIO(), width=200))}
+    din, dien = rows["din"], rows["dien"]
+    assert din.delong_sig == 3 and din.delong_sig_worse == 0 and din.boot_sig_worse == 0
+    assert dien.delong_sig == 3 and dien.delong_sig_worse == 3 and dien.boot_sig_worse == dien.boot_sig
+    md = (tmp_path / "summary.md").read_text()
+    assert "| DeLong 3/3 (3 worse), boot 3/3 (3 worse) |" in md and "| DeLong 3/3, boot 3/3 |" in md

@@ -90,8 +90,10 @@ class SummaryRow:
     wins_gauc: int = 0
     delong_tested: int = 0
     delong_sig: int = 0
+    delong_sig_worse: int = 0  # of delong_sig: seeds where the row is significantly *below* the reference
     boot_tested: int = 0
     boot_sig: int = 0
+    boot_sig_worse: int = 0
     # why this row is not paired with its reference, or why per-seed tests were not run on every seed
     pair_note: str = ""
     # the records' fingerprint (data, code versions), see :func:`fingerprint_key`; None: unknown
@@ -445,14 +447,17 @@ def compare(
             pa, pb = loaded.get(str(a.get("job_dir"))), loaded.get(str(b.get("job_dir")))
             if pa is None or pb is None or align(pa, pb) is not None:
                 continue
-            p_delong = delong_test(pa.label, pa.prob, pb.prob)[5]
-            p_boot = paired_bootstrap_gauc(pa.label, pa.prob, pb.prob, pa.group, n_boot=n_boot, seed=0)[3]
+            delong = delong_test(pa.label, pa.prob, pb.prob)
+            boot = paired_bootstrap_gauc(pa.label, pa.prob, pb.prob, pa.group, n_boot=n_boot, seed=0)
+            p_delong, p_boot = delong[5], boot[3]
             if math.isfinite(p_delong):
                 row.delong_tested += 1
                 row.delong_sig += p_delong < 0.05
+                row.delong_sig_worse += p_delong < 0.05 and delong[2] < 0
             if math.isfinite(p_boot):
                 row.boot_tested += 1
                 row.boot_sig += p_boot < 0.05
+                row.boot_sig_worse += p_boot < 0.05 and boot[0] < 0
         if row.delong_tested < len(pairs):
             missing = len(pairs) - row.delong_tested
             why = unreadable[0] if unreadable else "predictions.npz missing"

@@ -92,6 +92,11 @@ def _p(p: float, wins: int, n: int, missing: str) -> str:
     return f"{'<0.001' if p < 0.001 else f'{p:.3f}'} ({wins}/{n})"
 
 
+def _worse(n: int) -> str:
+    """Significant seeds are counted either way; say how many of them go against the row."""
+    return f" ({n} worse)" if n else ""
+
+
 def _paired_cells(row: SummaryRow, sep: str, missing: str) -> list[str]:
     """The cells of :data:`PAIRED`: ``ref`` for the reference row, ``missing`` where not paired."""
     if row.is_reference:
@@ -100,9 +105,9 @@ def _paired_cells(row: SummaryRow, sep: str, missing: str) -> list[str]:
         return [missing] * len(PAIRED)
     tests = []
     if row.delong_tested:
-        tests.append(f"DeLong {row.delong_sig}/{row.delong_tested}")
+        tests.append(f"DeLong {row.delong_sig}/{row.delong_tested}" + _worse(row.delong_sig_worse))
     if row.boot_tested:
-        tests.append(f"boot {row.boot_sig}/{row.boot_tested}")
+        tests.append(f"boot {row.boot_sig}/{row.boot_tested}" + _worse(row.boot_sig_worse))
     return [
         _delta(row.d_auc, row.d_auc_low, row.d_auc_high, sep, missing),
         _delta(row.d_gauc, row.d_gauc_low, row.d_gauc_high, sep, missing),

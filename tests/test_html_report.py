@@ -334,3 +334,23 @@ def test_compare_command_default_folder_and_one_line_errors(tmp_path: Path) -> N
     ]
     proc = run_cli(["compare", str(a), str(a)], cwd=tmp_path)
     assert proc.returncode == 2 and "are the same folder" in proc.stderr
+
+
+def test_the_command_typed_is_shown_when_every_job_recorded_the_same(tmp_path: Path) -> None:
+    typed = "ctrbench -m model=lr,base seed=1,2 hydra.sweep.dir=/x"
+    records = [_record(m, 1, tmp_path / m, provenance={"command": typed}) for m in ("lr", "base")]
+    assert command_line(records) == typed
+    records[1]["provenance"] = {"command": "ctrbench -m model=base seed=1"}  # a resumed, narrower command
+    assert command_line(records) == "ctrbench -m model=lr,base seed=1"
+
+
+def test_display_table_says_shared_columns_once_and_sorts_by_leading_numbers(tmp_path: Path) -> None:
+    rows = [_row("base", auc_mean=0.6), _row("din", auc_mean=0.65)]
+    out = write_report(tmp_path, [], rows, [], tmp_path / "report.html")
+    page = out.read_text()
+    display = page[
+        page.index('<table id="display"') : page.index("</table>", page.index('<table id="display"'))
+    ]
+    assert '<th data-col="Dataset">' not in display and '<th data-col="AUC">' in display
+    assert "Every row: dataset: synthetic, reg: none, act: prelu" in page
+    assert 'data-sort="0.6500">0.6500 ± 0.0100</td>' in display  # sorted by the mean, shown with its std

@@ -15,6 +15,7 @@ import dataclasses
 import html
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,7 +37,7 @@ h1{font-size:1.5em;margin:0 0 .2em}h2{font-size:1.15em;margin:1.6em 0 .5em;borde
 code,pre,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
 pre{background:#f6f8fa;padding:.6em .8em;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 table{border-collapse:collapse;margin:.4em 0}th,td{border:1px solid #ddd;padding:3px 7px;vertical-align:top}
-th{background:#f0f3f6;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f0f3f6;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}#display{font-size:13px}
 table.sortable th{cursor:pointer;user-select:none;white-space:nowrap}
 table.sortable th[data-dir=asc]::after{content:" \\25B2"}
 table.sortable th[data-dir=desc]::after{content:" \\25BC"}
@@ -164,8 +165,12 @@ def config_diff(reference: Any, other: Any, ignore: Sequence[str] = ("seed",)) -
 
 
 def command_line(records: Sequence[Mapping[str, Any]]) -> str:
-    """The sweep's command as its jobs' overrides spell it: each key once, with its values in order
+    """The command the jobs recorded (``provenance.command``) when they all ran from one; else the
+    sweep's command as its jobs' overrides spell it: each key once, with its values in order
     (``ctrbench -m model=lr,base seed=1,2``); a single job without ``-m``."""
+    typed = {str((r.get("provenance") or {}).get("command") or "") for r in records}
+    if len(typed) == 1 and (only := typed.pop()):
+        return only
     values: dict[str, list[str]] = {}
     for record in records:
         overrides = record.get("overrides")
@@ -270,6 +275,45 @@ def _summary_table(rows: Sequence[SummaryRow], labels: Sequence[str]) -> str:
         body.append(f'<tr{_row_class(row.status)} data-row="{_e(label)}">{cells}</tr>')
     return (
         '<div class="scroll"><table id="summary" class="sortable"><thead><tr>'
+        + head
+        + "</tr></thead><tbody>"
+        + "".join(body)
+        + "</tbody></table></div>"
+    )
+
+
+_LEADING_NUMBER = re.compile(r"^[<>]?\s*([+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)", re.IGNORECASE)
+
+
+_SHARED = ("Dataset", "Reg", "Act", "Variant")  # shown once above the table when every row agrees
+
+
+def _display_table(rows: Sequence[SummaryRow], labels: Sequence[str]) -> str:
+    """The table as ``summary.md`` shows it (mean ± std, RelaImpr, the paired columns), sortable: a
+    cell's sort key is its leading number (``0.6972 ± 0.0034`` → 0.6972), else its text. Columns of
+    :data:`_SHARED` with one value in every row are said once, above the table."""
+    from ctrbench.results.tables import HEADERS, display_cells  # tables imports this module
+
+    cells = [display_cells(row) for row in rows]
+    shared = [
+        i for i, h in enumerate(HEADERS) if h in _SHARED and len(rows) > 1 and len({c[i] for c in cells}) == 1
+    ]
+    keep = [i for i in range(len(HEADERS)) if i not in shared]
+    caption = ", ".join(f"{HEADERS[i].lower()}: {cells[0][i]}" for i in shared if cells[0][i])
+    head = "".join(f'<th data-col="{_e(HEADERS[i])}">{_e(HEADERS[i])}</th>' for i in keep)
+    body = []
+    for label, row, texts in zip(labels, rows, cells, strict=True):
+        tds = []
+        for i in keep:
+            number = _LEADING_NUMBER.match(texts[i])
+            cls = ' class="num"' if number else ""
+            tds.append(
+                f'<td{cls} data-sort="{_e(number.group(1) if number else texts[i])}">{_e(texts[i])}</td>'
+            )
+        body.append(f'<tr{_row_class(row.status)} data-row="{_e(label)}">{"".join(tds)}</tr>')
+    return (
+        (f'<p class="muted" id="shared">Every row: {_e(caption)}</p>' if caption else "")
+        + '<div class="scroll"><table id="display" class="sortable"><thead><tr>'
         + head
         + "</tr></thead><tbody>"
         + "".join(body)
@@ -449,7 +493,11 @@ def write_report(
         f"<h1>{_e(heading)}</h1><p class=muted>{len(records)} jobs, {len(rows)} rows; written {_e(when)}</p>",
         f"<h2>Command</h2><pre id=command>{_e(shown_command)}</pre>",
         "<h2>Summary</h2><p class=muted>Click a column header to sort; metrics are test metrics of the epoch "
-        "selected on validation, mean (and std) over seeds.</p>" + _summary_table(rows, labels),
+        "selected on validation, mean ± std over seeds; Δ, p and per-seed tests against the reference row "
+        "(see the note).</p>" + _display_table(rows, labels),
+        "<details><summary>Every column, as in summary.csv</summary>"
+        + _summary_table(rows, labels)
+        + "</details>",
     ]
     if notes:
         sections.append(f'<ul class="notes">{notes_html}</ul>')

@@ -141,6 +141,9 @@ def _cells(row: SummaryRow, sep: str = " ± ", missing: str = "—") -> list[str
     ]
 
 
+display_cells = _cells  # the cells of summary.md, for the HTML report
+
+
 def _csv_value(value: object) -> str:
     if value is None:
         return ""

@@ -23,11 +23,11 @@ def auc(labels: ArrayLike, scores: ArrayLike) -> float:
     return float(roc_auc_score(y, np.asarray(scores, dtype=np.float64).ravel()))
 
 
-def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> float:
-    """User-weighted AUC, DIN eq. (10): ``Σ_i n_i·AUC_i / Σ_i n_i`` over users ``i``.
-
-    ``n_i`` is user ``i``'s number of impressions. Users whose samples all have one class have no
-    AUC and are left out of both sums. NaN when no user has both classes.
+def per_group_auc(
+    labels: ArrayLike, scores: ArrayLike, groups: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(group_ids, auc, n)`` per group, sorted by group id: each group's AUC (NaN for a group whose
+    samples are all one class) and its number of impressions.
 
     Written here rather than as a per-user ``roc_auc_score`` loop: evaluation sets hold 10^5–10^6
     users and a Python-level loop over them is far too slow. Instead, one ``lexsort`` on
@@ -40,10 +40,10 @@ def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> float:
     g = np.asarray(groups).ravel()
     if not (y.size == s.size == g.size):
         raise ValueError(f"labels, scores and groups differ in length: {y.size}, {s.size}, {g.size}")
-    if y.size == 0:
-        return math.nan
-    _, codes = np.unique(g, return_inverse=True)
+    ids, codes = np.unique(g, return_inverse=True)
     codes = codes.ravel()
+    if y.size == 0:
+        return ids, np.empty(0), np.empty(0)
     order = np.lexsort((s, codes))  # by group, then by score
     y, s, codes = y[order], s[order], codes[order]
     n = y.size
@@ -58,26 +58,30 @@ def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> float:
     mean_pos = ((run_start + run_end) / 2.0)[run_id]
 
     # Rank inside the group (1-based) = mean position − position of the group's first sample + 1.
-    new_group = np.empty(n, dtype=bool)
-    new_group[0] = True
-    new_group[1:] = codes[1:] != codes[:-1]
-    group_start = np.flatnonzero(new_group)
-    group_id = np.cumsum(new_group) - 1
-    rank = mean_pos - group_start[group_id] + 1.0
-
-    n_groups = group_start.size
-    n_all = np.bincount(group_id, minlength=n_groups).astype(np.float64)
-    n_pos = np.bincount(group_id, weights=y.astype(np.float64), minlength=n_groups)
+    group_start = np.searchsorted(codes, np.arange(ids.size))
+    rank = mean_pos - group_start[codes] + 1.0
+    n_all = np.bincount(codes, minlength=ids.size).astype(np.float64)
+    n_pos = np.bincount(codes, weights=y.astype(np.float64), minlength=ids.size)
     n_neg = n_all - n_pos
-    rank_pos = np.bincount(group_id, weights=np.where(y, rank, 0.0), minlength=n_groups)
+    rank_pos = np.bincount(codes, weights=np.where(y, rank, 0.0), minlength=ids.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc_i = (rank_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
+    auc_i[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return ids, auc_i, n_all
 
-    valid = (n_pos > 0) & (n_neg > 0)
+
+def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> float:
+    """User-weighted AUC, DIN eq. (10): ``Σ_i n_i·AUC_i / Σ_i n_i`` over users ``i``
+    (:func:`per_group_auc`).
+
+    ``n_i`` is user ``i``'s number of impressions. Users whose samples all have one class have no
+    AUC and are left out of both sums. NaN when no user has both classes.
+    """
+    _, per_user, weights = per_group_auc(labels, scores, groups)
+    valid = ~np.isnan(per_user)
     if not valid.any():
         return math.nan
-    p, q = n_pos[valid], n_neg[valid]
-    per_user = (rank_pos[valid] - p * (p + 1.0) / 2.0) / (p * q)
-    weights = n_all[valid]
-    return float(np.sum(weights * per_user) / np.sum(weights))
+    return float(np.sum(weights[valid] * per_user[valid]) / np.sum(weights[valid]))
 
 
 def logloss(labels: ArrayLike, probs: ArrayLike) -> float:

@@ -26,6 +26,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
+from ctrbench.metrics import per_group_auc as metrics_per_group_auc
+
 __all__ = [
     "PairedSeeds",
     "Predictions",
@@ -121,41 +123,9 @@ def delong_test(
 def per_group_auc(
     y: ArrayLike, scores: ArrayLike, groups: ArrayLike
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(group_ids, auc, n)`` per group, sorted by group id: the Mann–Whitney AUC of each group's
-    samples (ties ½) and its impression count; AUC is NaN for a group with one class.
-
-    GAUC (DIN eq. 10, :func:`ctrbench.metrics.gauc`) is ``Σ n_i·AUC_i / Σ n_i`` over the groups with
-    a finite AUC. Vectorized: one ``lexsort`` by (group, score), tied runs get their mean rank.
-    """
-    labels = _binary_labels(y, "per_group_auc")
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    g = np.asarray(groups).ravel()
-    if not (labels.size == s.size == g.size):
-        raise ValueError(f"labels, scores and groups differ in length: {labels.size}, {s.size}, {g.size}")
-    ids, codes = np.unique(g, return_inverse=True)
-    codes = codes.ravel()
-    if labels.size == 0:
-        return ids, np.empty(0), np.empty(0)
-    order = np.lexsort((s, codes))
-    lab, s, codes = labels[order], s[order], codes[order]
-    n = lab.size
-    new_run = np.empty(n, dtype=bool)
-    new_run[0] = True
-    new_run[1:] = (codes[1:] != codes[:-1]) | (s[1:] != s[:-1])
-    run_id = np.cumsum(new_run) - 1
-    run_start = np.flatnonzero(new_run)
-    run_end = np.append(run_start[1:], n) - 1
-    mean_pos = ((run_start + run_end) / 2.0)[run_id]
-    group_start = np.searchsorted(codes, np.arange(ids.size))
-    rank = mean_pos - group_start[codes] + 1.0
-    n_all = np.bincount(codes, minlength=ids.size).astype(np.float64)
-    n_pos = np.bincount(codes, weights=lab.astype(np.float64), minlength=ids.size)
-    n_neg = n_all - n_pos
-    rank_pos = np.bincount(codes, weights=np.where(lab, rank, 0.0), minlength=ids.size)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auc = (rank_pos - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
-    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
-    return ids, auc, n_all
+    """``(group_ids, auc, n)`` per group (:func:`ctrbench.metrics.per_group_auc`), after checking the
+    labels are 0/1. GAUC (DIN eq. 10) is ``Σ n_i·AUC_i / Σ n_i`` over the groups with a finite AUC."""
+    return metrics_per_group_auc(_binary_labels(y, "per_group_auc"), scores, groups)
 
 
 def paired_bootstrap_gauc(

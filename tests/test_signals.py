@@ -63,18 +63,32 @@ def _finish(proc: subprocess.Popen, timeout: float = 120.0) -> tuple[str, str]:
             proc.communicate()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signalled_run_exits_128_plus_n_and_records_itself_interrupted(sig, tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    proc = _start(["model=base", *SLOW, f"hydra.run.dir={run_dir}"], tmp_path)
+def _signal_when(
+    args: list[str], cwd: Path, ready, sig: int = signal.SIGTERM, group: bool = False, settle: float = 1.0
+) -> tuple[subprocess.Popen, str]:
+    """Start ``ctrbench ARGS``, wait until ``ready()``, let it run ``settle`` s more, send ``sig`` (to
+    the whole process group with ``group``, as a terminal's Ctrl-C does) and wait for the end;
+    returns the process and its stderr. Nothing it started outlives the test."""
+    proc = _start(args, cwd)
     try:
-        _wait_for(lambda: _status(run_dir) == "running", proc)
-        time.sleep(1.0)  # inside the training loop
-        proc.send_signal(sig)
+        _wait_for(ready, proc)
+        time.sleep(settle)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         _, err = _finish(proc)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    return proc, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signalled_run_exits_128_plus_n_and_records_itself_interrupted(sig, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["model=base", *SLOW, f"hydra.run.dir={run_dir}"]
+    proc, err = _signal_when(args, tmp_path, lambda: _status(run_dir) == "running", sig)  # while training
     assert proc.returncode == 128 + sig, err[-2000:]
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "interrupted" and record["error"] == f"interrupted by {sig.name}"
@@ -90,15 +104,9 @@ def test_a_terminated_sweep_summarizes_what_finished(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     # job 0 is quick, job 1 is interrupted while it trains, job 2 never starts
     args = ["-m", "model=base", *SLOW, "trainer.max_epochs=1,40,2", f"hydra.sweep.dir={sweep}"]
-    proc = _start(args, tmp_path)
-    try:
-        _wait_for(lambda: _status(sweep / "0") == "ok" and _status(sweep / "1") == "running", proc)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        _, err = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, err = _signal_when(
+        args, tmp_path, lambda: _status(sweep / "0") == "ok" and _status(sweep / "1") == "running"
+    )
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err
     assert _status(sweep / "0") == "ok" and _status(sweep / "1") == "interrupted"
@@ -118,21 +126,14 @@ def test_ctrl_c_under_the_gpus_launcher_is_one_line(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     slots = tmp_path / "slots"
     args = ["-m", "hydra/launcher=gpus", "hydra.launcher.n_jobs=2", "model=base,pnn,lr", *SLOW]
-    env_slots = {"CTRBENCH_SLOT_DIR": str(slots)}
-    os.environ.update(env_slots)
+    both_running = lambda: _status(sweep / "0") == "running" and _status(sweep / "1") == "running"  # noqa: E731
+    os.environ["CTRBENCH_SLOT_DIR"] = str(slots)  # inherited by the command; its own slots
     try:
-        proc = _start([*args, f"hydra.sweep.dir={sweep}"], tmp_path)
+        proc, err = _signal_when(
+            [*args, f"hydra.sweep.dir={sweep}"], tmp_path, both_running, signal.SIGINT, group=True
+        )
     finally:
-        for key in env_slots:
-            os.environ.pop(key, None)
-    try:
-        _wait_for(lambda: _status(sweep / "0") == "running" and _status(sweep / "1") == "running", proc)
-        time.sleep(1.0)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
-        out, err = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        os.environ.pop("CTRBENCH_SLOT_DIR", None)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert {_status(sweep / "0"), _status(sweep / "1")} <= {"interrupted", "running"}
@@ -186,15 +187,8 @@ def test_a_terminated_run_resumes_from_its_last_epoch_as_if_never_stopped(tmp_pa
     args = ["model=base", "dataset.n_users=1500", "trainer.max_epochs=4", "logger=none"]
     args += ["trainer.enable_progress_bar=false"]
     run_dir, full_dir = tmp_path / "run", tmp_path / "full"
-    proc = _start([*args, f"hydra.run.dir={run_dir}"], tmp_path)
     last = run_dir / "checkpoints" / "last.ckpt"
-    try:
-        _wait_for(last.is_file, proc)
-        proc.send_signal(signal.SIGTERM)
-        _, err = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, err = _signal_when([*args, f"hydra.run.dir={run_dir}"], tmp_path, last.is_file, settle=0.0)
     assert proc.returncode == 143, err[-2000:]
     stopped = json.loads((run_dir / "result.json").read_text())
     assert stopped["status"] == "interrupted" and stopped["resume_checkpoint"] == str(last)
@@ -222,15 +216,9 @@ def test_a_terminated_optuna_sweep_summarizes_its_trials(tmp_path: Path) -> None
     args += ["hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1", f"hydra.sweep.dir={sweep}"]
     # trial 0 is quick, trial 1 is interrupted while it trains, trial 2 is never asked
     args += ["hydra.sweeper.enqueue=[{trainer.max_epochs: 1}, {trainer.max_epochs: 40}]"]
-    proc = _start(args, tmp_path)
-    try:
-        _wait_for(lambda: _status(sweep / "0") == "ok" and _status(sweep / "1") == "running", proc)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        _, err = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    proc, err = _signal_when(
+        args, tmp_path, lambda: _status(sweep / "0") == "ok" and _status(sweep / "1") == "running"
+    )
     assert proc.returncode == 143, err[-2000:]
     assert "Traceback" not in err
     with open(sweep / "summary.csv", newline="") as f:

@@ -248,3 +248,17 @@ def test_align_and_load_predictions_sort_by_row_index(tmp_path) -> None:
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="junk.npz: unreadable predictions"):
         load_predictions(tmp_path / "junk.npz")
+
+
+def test_delong_auc_on_hanley_mcneil_published_ct_ratings() -> None:
+    """Hanley & McNeil (1982), Radiology 143:29–36, Table 1: five-point ratings of 109 CT images
+    (58 normal: 33, 6, 6, 11, 2 per rating 1..5; 51 abnormal: 3, 2, 2, 11, 33), published area
+    0.893. A test set with heavy ties: ties count one half, as in the Mann–Whitney statistic."""
+    neg = np.repeat([1, 2, 3, 4, 5], [33, 6, 6, 11, 2])
+    pos = np.repeat([1, 2, 3, 4, 5], [3, 2, 2, 11, 33])
+    y = np.r_[np.zeros(neg.size), np.ones(pos.size)]
+    scores = np.r_[neg, pos].astype(float)
+    flipped = np.r_[neg, 6 - pos].astype(float)  # the abnormal ratings mirrored: a worse reader
+    auc_a, auc_b, diff, se, z, p = delong_test(y, scores, flipped)
+    assert round(auc_a, 3) == 0.893
+    assert diff == pytest.approx(auc_a - auc_b) and se > 0 and p < 1e-6

@@ -23,9 +23,9 @@ from ctrbench.engine.data import CTRDataModule
 from ctrbench.engine.interrupt import JobInterrupted
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
-from ctrbench.engine.provenance import differences, fingerprint, provenance
+from ctrbench.engine.provenance import fingerprint, provenance
+from ctrbench.engine.resume import finished_record, resumable
 from ctrbench.engine.selection import (
-    CHECKPOINT_NAME,
     LAST_EPOCH,
     LAST_NAME,
     PREDICTIONS_NAME,
@@ -33,14 +33,13 @@ from ctrbench.engine.selection import (
     CheckpointError,
     SelectedCheckpoint,
     SelectedPredictions,
-    checkpoint_epoch,
     read_predictions,
     select_epoch,
     verify_checkpoint,
 )
 from ctrbench.engine.task import CTRTask
 from ctrbench.results import write_result
-from ctrbench.results.record import error_line, read_result, to_json
+from ctrbench.results.record import error_line
 from ctrbench.schema import DatasetSplits
 from ctrbench.sweeper.pruning import trial_pruning
 
@@ -206,51 +205,6 @@ def _plugin_specs(cfg: DictConfig) -> list[registry.PluginSpec]:
         except registry.PluginError:
             pass  # an unknown name fails the job when it is built, with its own message
     return specs
-
-
-def finished_record(
-    out_dir: Path, cfg: DictConfig, current: dict[str, Any]
-) -> tuple[dict[str, Any] | None, str]:
-    """Resume: ``(the ok record in out_dir, "")`` when it was produced by the identical resolved
-    config, the same fingerprint (data, code, device: :mod:`ctrbench.engine.provenance`) and its
-    checkpoint is intact; else ``(None, why it must run)``."""
-    previous = read_result(out_dir)
-    if previous is None:
-        return None, "no result.json"
-    if previous.get("status") != "ok":
-        return None, f"its record is {previous.get('status')!r}"
-    if previous.get("config") != to_json(OmegaConf.to_container(cfg, resolve=True)):
-        return None, "the config differs"
-    changed = differences(previous.get("fingerprint"), current)
-    if changed:
-        return None, "; ".join(changed)
-    if previous.get("checkpoint"):  # the folder's own file: a copied or moved folder names another
-        try:
-            verify_checkpoint(out_dir / "checkpoints" / CHECKPOINT_NAME, int(previous["best_epoch"]))
-        except (CheckpointError, KeyError, TypeError, ValueError) as exc:
-            return None, error_line(exc)
-    return previous, ""
-
-
-def resumable(out_dir: Path, cfg: DictConfig, current: dict[str, Any]) -> Path | None:
-    """``checkpoints/last.ckpt`` of an interrupted (or killed) run of this very config, data and code,
-    when it is intact; None otherwise (the job then starts from scratch)."""
-    previous = read_result(out_dir)
-    last = out_dir / "checkpoints" / LAST_NAME
-    if previous is None or previous.get("status") not in ("interrupted", "running") or not last.is_file():
-        return None
-    if previous.get("config") != to_json(OmegaConf.to_container(cfg, resolve=True)):
-        return None
-    if differences(previous.get("fingerprint"), current):
-        return None
-    try:
-        epoch = checkpoint_epoch(last)
-        verify_checkpoint(last, epoch)
-    except CheckpointError as exc:
-        log.info("not resuming from %s: %s", last, error_line(exc))
-        return None
-    log.info("resuming %s from %s (after epoch %d)", out_dir, last, epoch)
-    return last
 
 
 def new_record(

@@ -33,7 +33,7 @@ from ctrbench.engine.selection import (
     CheckpointError,
     SelectedCheckpoint,
     SelectedPredictions,
-    read_predictions,
+    predictions_epoch,
     select_epoch,
     verify_checkpoint,
 )
@@ -155,7 +155,7 @@ def train(
     if selected_by == LAST_EPOCH and len(data.val):
         log.warning("validation %s undefined in every epoch: the last epoch is reported and kept", SELECT)
     predictions = out_dir / PREDICTIONS_NAME
-    if predictions.is_file() and int(read_predictions(predictions)["epoch"]) != int(val_best["epoch"]):
+    if predictions.is_file() and predictions_epoch(predictions) != int(val_best["epoch"]):
         raise CheckpointError(f"{predictions} does not hold the reported epoch {val_best['epoch']}")
     if checkpoint is not None:
         verify_checkpoint(checkpoint.path, int(val_best["epoch"]))
@@ -288,8 +288,10 @@ def run(
     record = new_record(cfg, overrides, job_num, choices)
     progress: dict[str, Any] = {}
     try:
-        record["fingerprint"] = fingerprint(load_data(cfg), _plugin_specs(cfg), _on_gpu(cfg))
-        record["provenance"] = provenance(_on_gpu(cfg))
+        on_gpu = _on_gpu(cfg)
+        record["fingerprint"] = fingerprint(load_data(cfg), _plugin_specs(cfg), on_gpu)
+        record["provenance"] = provenance(on_gpu)
+        resume_from = None
         if cfg.get("resume", False):
             previous, why = finished_record(out_dir, cfg, record["fingerprint"])
             if previous is not None:
@@ -297,9 +299,9 @@ def run(
                 return previous
             if why and why != "no result.json":
                 log.info("running %s again: %s", out_dir, why)
-        resume_from = resumable(out_dir, cfg, record["fingerprint"]) if cfg.get("resume", False) else None
-        if resume_from is not None:
-            record["resumed_from"] = str(resume_from)
+            resume_from = resumable(out_dir, cfg, record["fingerprint"])
+            if resume_from is not None:
+                record["resumed_from"] = str(resume_from)
         write_result(out_dir, record)  # running: a job killed outright is not taken for finished
         record.update(train(cfg, out_dir, progress, resume_from))
         pruned = (record.get("optuna") or {}).get("pruned_epoch") is not None

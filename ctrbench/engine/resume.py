@@ -19,7 +19,6 @@ from ctrbench.engine.selection import (
     CHECKPOINT_NAME,
     LAST_NAME,
     CheckpointError,
-    checkpoint_epoch,
     verify_checkpoint,
 )
 from ctrbench.results.record import error_line, read_result, to_json
@@ -65,8 +64,7 @@ def resumable(out_dir: Path, cfg: DictConfig, current: dict[str, Any]) -> Path |
     if _same_run(previous, cfg, current):
         return None
     try:
-        epoch = checkpoint_epoch(last)
-        verify_checkpoint(last, epoch)
+        epoch = verify_checkpoint(last)
     except CheckpointError as exc:
         log.info("not resuming from %s: %s", last, error_line(exc))
         return None

@@ -53,6 +53,12 @@ def select_epoch(history: Sequence[Mapping[str, Any]], key: str = SELECT) -> tup
     return max(scored, key=lambda h: h[key]), key  # max() keeps the first of equal values
 
 
+def selects_latest(history: Sequence[Mapping[str, Any]], key: str = SELECT) -> bool:
+    """Whether :func:`select_epoch` picks the latest epoch of ``history`` (so its weights and
+    predictions are the ones to keep)."""
+    return bool(history) and select_epoch(history, key)[0] is history[-1]
+
+
 class SelectedCheckpoint(pl.Callback):
     """After every validation epoch: ``dirpath/last.ckpt`` (the state to resume an interrupted job
     from), and ``dirpath/best.ckpt`` when :func:`select_epoch` picks that epoch — the same file,
@@ -77,8 +83,7 @@ class SelectedCheckpoint(pl.Callback):
             return
         epoch = int(history[-1]["epoch"])
         self.save(trainer, epoch)
-        chosen, _ = select_epoch(history, self.key)
-        if chosen is history[-1] and trainer.is_global_zero:
+        if selects_latest(history, self.key) and trainer.is_global_zero:
             self._publish(epoch)
 
     def save(self, trainer: pl.Trainer, epoch: int) -> None:
@@ -109,10 +114,20 @@ class SelectedCheckpoint(pl.Callback):
         self.epoch = epoch
 
 
-def checkpoint_epoch(path: Path) -> int:
-    """The epoch a checkpoint holds, read as data (:class:`CheckpointError` when it cannot be read)."""
+def verify_checkpoint(path: Path, epoch: int | None = None) -> int:
+    """The epoch a complete checkpoint holds; :class:`CheckpointError` when ``path`` is missing, cut
+    short, unreadable as data, or holds another epoch than ``epoch`` (when given).
+
+    A torch checkpoint is a zip archive: every member's CRC is checked, so a file cut short (a full
+    disk) is caught before its run is recorded as ``ok``; it is then read once, as data
+    (``weights_only=True``), for the epoch it stores.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is missing")
     try:
-        epoch = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        stored = None if bad else torch.load(path, map_location="cpu", weights_only=True).get("epoch")
     except (
         OSError,
         zipfile.BadZipFile,
@@ -122,31 +137,13 @@ def checkpoint_epoch(path: Path) -> int:
         pickle.UnpicklingError,
     ) as exc:
         raise CheckpointError(f"checkpoint {path} is incomplete or unreadable: {exc}") from None
-    if not isinstance(epoch, int):
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged (member {bad} fails its CRC)")
+    if not isinstance(stored, int):
         raise CheckpointError(f"checkpoint {path} names no epoch")
-    return epoch
-
-
-def verify_checkpoint(path: Path, epoch: int) -> None:
-    """Raise :class:`CheckpointError` unless ``path`` is a complete checkpoint of ``epoch``.
-
-    A torch checkpoint is a zip archive: every member's CRC is checked, so a file cut short (a full
-    disk) is caught before its run is recorded as ``ok``; the stored epoch must be the reported one.
-    """
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} is missing")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-        if bad is not None:
-            raise CheckpointError(f"checkpoint {path} is damaged (member {bad} fails its CRC)")
-        stored = torch.load(path, map_location="cpu", weights_only=True).get("epoch")
-    except (OSError, zipfile.BadZipFile, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"checkpoint {path} is incomplete or unreadable: {exc}") from None
-    if stored != epoch:
+    if epoch is not None and stored != epoch:
         raise CheckpointError(f"checkpoint {path} holds epoch {stored}, but epoch {epoch} is reported")
+    return stored
 
 
 PREDICTIONS_NAME = "predictions.npz"
@@ -169,11 +166,10 @@ class SelectedPredictions(pl.Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         history = getattr(pl_module, "history", [])
         outputs = getattr(pl_module, "epoch_outputs", {})
-        if trainer.sanity_checking or not history or not outputs or not trainer.is_global_zero:
+        if trainer.sanity_checking or not outputs or not trainer.is_global_zero:
             return
-        chosen, _ = select_epoch(history, self.key)
-        if chosen is history[-1]:
-            write_predictions(self.path, int(chosen["epoch"]), outputs)
+        if selects_latest(history, self.key):
+            write_predictions(self.path, int(history[-1]["epoch"]), outputs)
 
 
 def write_predictions(path: Path, epoch: int, outputs: dict[str, tuple[np.ndarray, ...]]) -> None:
@@ -198,3 +194,9 @@ def read_predictions(path: Path) -> dict[str, np.ndarray]:
     """The arrays of a ``predictions.npz``, read as data (no pickled objects)."""
     with np.load(path, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
+
+
+def predictions_epoch(path: Path) -> int:
+    """The epoch a ``predictions.npz`` holds (only that member is read)."""
+    with np.load(path, allow_pickle=False) as npz:
+        return int(npz["epoch"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,14 @@ class SummaryCallback(Callback):
     def __init__(self, base_model: str = "base") -> None:
         self.base_model = base_model
 
-    def _render(self, folder: Any, config: DictConfig, command: jobs.SweepJobs | None = None) -> None:
+    def _render(
+        self,
+        folder: Any,
+        config: DictConfig,
+        dirs: Sequence[Path] | None = None,
+        not_run: Sequence[str] = (),
+    ) -> None:
+        """``render`` the folder (only the jobs in ``dirs`` when given); never raises."""
         try:
             if folder is None:
                 raise ValueError("no output folder in the Hydra config")
@@ -45,7 +53,8 @@ class SummaryCallback(Callback):
                 str(folder),
                 base_model=self.base_model,
                 paper=paper if isinstance(paper, str) else None,
-                jobs=None if command is None else command.dirs,
+                jobs=dirs,
+                not_run=not_run,
             )
         except Exception as exc:  # the summary is a convenience; it must not fail the sweep
             log.warning("summary not written for %s: %s", folder, error_line(exc))
@@ -66,7 +75,7 @@ class SummaryCallback(Callback):
         command = jobs.take(folder) if folder is not None else None
         if command is None and folder is not None:
             log.info("the sweeper did not list its jobs: the summary covers every result.json in %s", folder)
-        self._render(folder, config, command)
+        self._render(folder, config, None if command is None else command.dirs)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Summarize a single run in its folder: ``hydra.runtime.output_dir``, else ``hydra.run.dir``."""
@@ -85,23 +94,11 @@ def summarize_interrupted(config: DictConfig, planned: list[tuple[Path, list[str
     """The summary of an interrupted sweep: what finished, the jobs that were running (their records
     say ``interrupted`` or ``running``) and a note listing those that never started. ``planned``: the
     command's jobs as (folder, overrides), or None when their folders are not known in advance."""
-    folder = _select(config, "hydra.sweep.dir")
     base = _select(config, "hydra.callbacks.summary.base_model") or "base"
-    paper = _select(config, "paper")
-    try:
-        if folder is None:
-            raise ValueError("no output folder in the Hydra config")
-        not_run = [
-            f"{path.name} ({' '.join(overrides)})"
-            for path, overrides in planned or []
-            if not (path / RESULT_FILE).is_file()
-        ]
-        render(
-            str(folder),
-            base_model=str(base),
-            paper=paper if isinstance(paper, str) else None,
-            jobs=None if planned is None else [path for path, _ in planned],
-            not_run=not_run,
-        )
-    except Exception as exc:  # the interrupted command still exits with its signal's status
-        log.warning("summary not written for %s: %s", folder, error_line(exc))
+    not_run = [
+        f"{path.name} ({' '.join(overrides)})"
+        for path, overrides in planned or []
+        if not (path / RESULT_FILE).is_file()
+    ]
+    dirs = None if planned is None else [path for path, _ in planned]
+    SummaryCallback(str(base))._render(_select(config, "hydra.sweep.dir"), config, dirs, not_run)

@@ -23,6 +23,7 @@ from ctrbench.engine.data import CTRDataModule
 from ctrbench.engine.interrupt import JobInterrupted
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
+from ctrbench.engine.placement import placement
 from ctrbench.engine.provenance import fingerprint, provenance
 from ctrbench.engine.resume import finished_record, resumable
 from ctrbench.engine.selection import (
@@ -194,7 +195,7 @@ def _plugins(cfg: DictConfig) -> dict[str, dict[str, str]]:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _plugin_specs(cfg: DictConfig) -> list[registry.PluginSpec]:
@@ -224,6 +225,7 @@ def new_record(
         "overrides": list(overrides),
         "config": _config(cfg),
         "plugins": _plugins(cfg),
+        "placement": placement(),
         "started_at": _now(),
     }
 

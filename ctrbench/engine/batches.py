@@ -1,0 +1,53 @@
+"""A split held as tensors, served as whole batches by index vector (histories gathered per batch)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+from ctrbench.schema import Schema, Sequences, Split
+
+Batch = dict[str, torch.Tensor]
+
+
+class ArrayBatches(Dataset):
+    """A split held as tensors; ``batches[idx]`` returns the whole batch for an index vector.
+
+    Histories are read from the per-user :class:`Sequences` (stored once) and padded to the
+    longest history in the batch (at most ``schema.max_len``), with padding id 0 after the valid
+    positions: ``hist[b, :len[b]]`` is the most recent ``len[b]`` behaviours in time order.
+    """
+
+    def __init__(self, split: Split, schema: Schema, sequences: Sequences | None) -> None:
+        self.schema = schema
+        self.columns = {k: torch.as_tensor(v) for k, v in split.columns.items()}
+        self.n = len(split)
+        seq_fields = schema.of_kind("sequence")
+        self.seq_columns: dict[str, torch.Tensor] = {}
+        self.length_keys = sorted({f.length for f in seq_fields if f.length})
+        if seq_fields:
+            if sequences is None or split.seq is None or split.end is None:
+                raise ValueError("schema has sequence fields but the dataset provided no sequences/seq/end")
+            offsets = torch.as_tensor(sequences.offsets)
+            seq = torch.as_tensor(split.seq)
+            self.row_start = offsets[seq]
+            self.row_end = self.row_start + torch.as_tensor(split.end)
+            self.seq_columns = {f.name: torch.as_tensor(sequences.columns[f.name]) for f in seq_fields}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx: torch.Tensor) -> Batch:
+        batch = {k: v[idx] for k, v in self.columns.items()}
+        if self.seq_columns:
+            end = self.row_end[idx]
+            length = torch.clamp(end - self.row_start[idx], max=self.schema.max_len)
+            width = max(int(length.max()) if len(length) else 1, 1)
+            steps = torch.arange(width)
+            mask = steps[None, :] < length[:, None]
+            pos = torch.where(mask, (end - length)[:, None] + steps[None, :], 0)
+            for name, flat in self.seq_columns.items():
+                batch[name] = torch.where(mask, flat[pos], 0)
+            for key in self.length_keys:
+                batch[key] = length
+        return batch

@@ -7,6 +7,14 @@ numbered ``.npy`` arrays and ``stats.json`` — into a temporary folder that is 
 complete, so a cache folder is never half-written. A hit memory-maps the arrays (copy-on-write,
 so in-place resampling works) and loads in well under a second.
 
+One copy per machine: every process that loads a cached dataset maps the same ``.npy`` files, so N
+sweep workers share one physical copy of the arrays (the page cache); a page becomes private to a
+process only when that process writes it (per-epoch resampling). A build runs once: the builder
+holds an exclusive lock (``<cache_dir>/.locks/<dataset>.<key>.lock``, ``flock``) while others
+building the same key wait for it and then map its result, and the builder itself drops its in-heap
+arrays and maps the files it wrote. Without ``flock`` (or across hosts on a network file system)
+two builds of one key may run at once; the first rename wins and the other process maps that one.
+
 The temporary folder, ``.<key>.tmp-<pid>@<host>-<random>``, is removed when the build fails; one
 left by a killed process is removed by the next build of the same dataset (any key) when its
 process is gone (same host name, no such PID) or when it is older than ``STALE_TMP_S`` (6 hours,
@@ -19,7 +27,11 @@ hit does not re-read gigabytes of raw files. ``cache_dir`` defaults to ``$CTRBEN
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -28,7 +40,7 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +58,7 @@ DIGESTS = "file_digests.json"
 _CHUNK = 1 << 22
 SPLIT_NAMES = ("train", "val", "test")
 STALE_TMP_S = 6 * 3600
+LOCKS = ".locks"
 _TMP_NAME = re.compile(r"^\.[^.]+\.tmp-(?:(?P<pid>\d+)@(?P<host>[A-Za-z0-9._-]*)-)?[^-]+$")
 
 
@@ -257,19 +270,77 @@ def print_stats(title: str, stats: dict[str, Any], console: Console | None = Non
     (console or Console(stderr=True)).print(table)
 
 
-class ArrayCache:
-    """Cache of one dataset plugin's arrays under ``<cache_dir>/<dataset>/``."""
+@contextlib.contextmanager
+def build_lock(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); ``waiting`` is called once when
+    another process holds it. The kernel releases the lock when its holder dies, so a killed build
+    never blocks the next one. Where ``flock`` is unavailable this only creates the file."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the temp-folder rename alone keeps the cache consistent
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
-    def __init__(self, dataset: str, version: int, cache_dir: str = "") -> None:
-        self.dataset, self.version = dataset, version
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``), so that a process
+    that built arrays in its heap and then mapped the cache does not keep their pages."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        trim = None
+    if trim is not None:
+        trim(0)
+
+
+class ArrayCache:
+    """Cache of one dataset plugin's arrays under ``<cache_dir>/<dataset>/``.
+
+    ``optional``: a dataset that can be generated in memory (the synthetic one) still loads when the
+    cache folder cannot be written (read-only or full disk): one warning, and the built arrays are
+    returned from the heap instead of the shared files.
+    """
+
+    def __init__(self, dataset: str, version: int, cache_dir: str = "", optional: bool = False) -> None:
+        self.dataset, self.version, self.optional = dataset, version, optional
         self.root = cache_root(cache_dir)
         self.console = Console(stderr=True)
 
     def folder(self, key: str) -> Path:
         return self.root / self.dataset / key
 
+    def lock_path(self, key: str) -> Path:
+        return self.root / LOCKS / f"{self.dataset}.{key}.lock"
+
     def key(self, files: Sequence[Path], options: dict[str, Any]) -> str:
         return cache_key(self.dataset, self.version, file_digests(files, self.root), options)
+
+    def _hit(self, folder: Path, key: str) -> CachedData | None:
+        if not (folder / MANIFEST).is_file():
+            return None
+        try:
+            cached = _load(folder)
+        except (OSError, ValueError, KeyError, TypeError):
+            shutil.rmtree(folder, ignore_errors=True)  # damaged by hand: rebuild
+            return None
+        cached.data.info["cache"] = str(folder)
+        cached.data.info["fingerprint"] = key  # raw files' sha256 + protocol options
+        return cached
 
     def load_or_build(
         self, files: Sequence[Path], options: dict[str, Any], build: Callable[[], CachedData]
@@ -277,25 +348,70 @@ class ArrayCache:
         """Load the arrays for (files, options), building them first when absent.
 
         ``build`` returns the splits with their statistics in ``data.info``; they are printed,
-        written as ``stats.json`` and returned in ``info`` (with ``cache`` = the folder).
+        written as ``stats.json`` and returned in ``info`` (with ``cache`` = the folder). Either way
+        the arrays returned are copy-on-write maps of the cache files, shared with every other
+        process that maps them.
         """
-        key = self.key(files, options)
+        try:
+            key = self.key(files, options)
+        except OSError as exc:
+            if not self.optional:
+                raise
+            return self._unshared(build(), exc)
         folder = self.folder(key)
-        if (folder / MANIFEST).is_file():
-            try:
-                cached = _load(folder)
-            except (OSError, ValueError, KeyError, TypeError):
-                shutil.rmtree(folder, ignore_errors=True)  # damaged by hand: rebuild
-            else:
-                self.console.print(f"[dim]{self.dataset}: arrays loaded from cache {folder}[/dim]")
-                cached.data.info["cache"] = str(folder)
-                cached.data.info["fingerprint"] = key  # raw files' sha256 + protocol options
-                return cached
-        for stale in remove_stale_tmp(folder.parent):
-            self.console.print(f"[dim]{self.dataset}: removed {stale.name}, left by a killed build[/dim]")
+        cached = self._hit(folder, key)
+        if cached is not None:
+            return cached
+
+        def waiting() -> None:
+            self.console.print(f"[dim]{self.dataset}: waiting for another process building {folder}[/dim]")
+
+        built: CachedData | None = None
+        stage = "lock"
+        try:
+            with build_lock(self.lock_path(key), waiting):
+                cached = self._hit(folder, key)  # built by the process we waited for
+                if cached is not None:
+                    return cached
+                stage = "build"
+                built = self._run(build)
+                stage = "store"
+                info = self._store(folder, key, built)
+        except OSError as exc:
+            if not self.optional or stage == "build":
+                raise
+            return self._unshared(built if built is not None else self._run(build), exc)
+        del built
+        release_freed_memory()  # the build's heap arrays are gone: only the maps remain
+        cached = _load(folder)
+        cached.data.info = {**info, "cache": str(folder), "fingerprint": key}
+        return cached
+
+    def _hit(self, folder: Path, key: str) -> CachedData | None:
+        """The cached arrays, mapped; None when absent (a damaged folder is removed)."""
+        if not (folder / MANIFEST).is_file():
+            return None
+        try:
+            cached = _load(folder)
+        except (OSError, ValueError, KeyError, TypeError):
+            shutil.rmtree(folder, ignore_errors=True)  # damaged by hand: rebuild
+            return None
+        self.console.print(f"[dim]{self.dataset}: arrays loaded from cache {folder}[/dim]")
+        cached.data.info["cache"] = str(folder)
+        cached.data.info["fingerprint"] = key  # raw files' sha256 + protocol options
+        return cached
+
+    def _run(self, build: Callable[[], CachedData]) -> CachedData:
         started = time.perf_counter()
         built = build()
         built.data.info["build_seconds"] = round(time.perf_counter() - started, 2)
+        return built
+
+    def _store(self, folder: Path, key: str, built: CachedData) -> dict[str, Any]:
+        """Write into a temporary folder renamed to ``folder`` when complete; returns the statistics
+        stored with the arrays (another process's, when its identical build was renamed first)."""
+        for stale in remove_stale_tmp(folder.parent):
+            self.console.print(f"[dim]{self.dataset}: removed {stale.name}, left by a killed build[/dim]")
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix(key), dir=folder.parent))
         try:
@@ -308,6 +424,13 @@ class ArrayCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         print_stats(f"{self.dataset} statistics (cached in {folder})", built.data.info, self.console)
-        built.data.info["cache"] = str(folder)
-        built.data.info["fingerprint"] = key
+        return json.loads((folder / STATS).read_text())
+
+    def _unshared(self, built: CachedData, exc: OSError) -> CachedData:
+        """The arrays built in this process's heap, when the cache cannot be written."""
+        self.console.print(
+            f"[yellow]{self.dataset}: cache {self.root} not usable ({exc.strerror or exc}); the arrays stay "
+            "in this process's memory, not shared with other processes (set dataset.cache_dir)[/yellow]"
+        )
+        print_stats(f"{self.dataset} statistics (not cached)", built.data.info, self.console)
         return built

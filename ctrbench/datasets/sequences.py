@@ -180,9 +180,16 @@ class AuxNegatives:
 
     def __call__(self, epoch: int) -> None:
         rng = np.random.default_rng([self.seed, 0xA0C5, epoch])
-        self.neg_item[:] = self.sampler.draw(rng, self.hist_item)
+        _overwrite(self.neg_item, self.sampler.draw(rng, self.hist_item))
         if self.neg_cat is not None and self.item_cat is not None:
-            self.neg_cat[:] = self.item_cat[self.neg_item]
+            _overwrite(self.neg_cat, self.item_cat[self.neg_item])
+
+
+def _overwrite(target: np.ndarray, values: np.ndarray) -> None:
+    """``target[:] = values``, writing only the entries that change: on a copy-on-write map of the
+    cache, a page whose values are already right (epoch 0's draw is stored at build time) stays
+    shared with the other processes instead of becoming a private copy."""
+    np.copyto(target, values, where=target != values)
 
 
 def sequence_columns(

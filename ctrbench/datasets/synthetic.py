@@ -26,20 +26,28 @@ visible through the order of recent behaviours, which rewards interest evolution
 model sees neither. ``info["oracle_auc"]`` is the test AUC of the true click probabilities; with
 ``item_std > 0``, ``info["oracle_auc_no_item"]`` is the test AUC of the score without ``u_item``
 (the best ranking for a model that cannot learn the item effect).
+
+The arrays are generated once per machine and cached like a real dataset's
+(:mod:`ctrbench.datasets.cache`, ``dataset.cache_dir``), keyed by the options, the sha256 of this
+file and numpy's version: the jobs of a sweep map one shared copy instead of generating one each.
+When the cache folder cannot be written the arrays are generated in memory (with a warning).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from ctrbench.datasets.cache import ArrayCache, CachedData, protocol_options
 from ctrbench.metrics import auc
 from ctrbench.schema import DatasetSplits, Field, Schema, Sequences, Split
 
 SPLIT_MODES = ("time", "user")
 _CHUNK = 1 << 14  # target positions per chunk when scoring histories
+FORMAT_VERSION = 1  # of the cached arrays (the key also holds this file's sha256 and numpy's version)
 
 
 @dataclass
@@ -71,6 +79,7 @@ class SyntheticConfig:
     val_frac: float = 0.1
     test_frac: float = 0.1
     seed: int = 0
+    cache_dir: str = ""  # where the generated arrays are cached ($CTRBENCH_CACHE, ~/.cache/ctrbench)
 
 
 def _validate(c: SyntheticConfig) -> None:
@@ -241,11 +250,20 @@ class SyntheticDataset:
         )
 
     def load(self) -> DatasetSplits:
+        """The generated arrays, cached like a real dataset's (keyed by the options, this module's
+        source and numpy's version), so that every process of a sweep maps one shared copy."""
+        options = {**protocol_options(self.config), "numpy": np.__version__}
+        cache = ArrayCache("synthetic", FORMAT_VERSION, self.config.cache_dir, optional=True)
+        cached = cache.load_or_build([Path(__file__)], options, self.generate)
+        self.item_cat = cached.extras["item_cat"]
+        return cached.data
+
+    def generate(self) -> CachedData:
+        """Draw the dataset (module docstring); ``extras["item_cat"]`` maps item id → category id."""
         t0 = time.perf_counter()
         c = self.config
         rng = np.random.default_rng(c.seed)
         cat = _Catalog(c, rng)
-        self.item_cat = cat.item_cat
 
         # Users: interests, weights, segment, random effects, sequence lengths.
         interests = _distinct_interests(rng, cat, c.n_users, c.n_interests)
@@ -357,7 +375,8 @@ class SyntheticDataset:
             **({} if no_item is None else {"oracle_auc_no_item": auc(label[test], no_item[test])}),
             "gen_seconds": round(time.perf_counter() - t0, 3),
         }
-        return DatasetSplits(self.schema(), *splits, sequences=sequences, info=info)
+        data = DatasetSplits(self.schema(), *splits, sequences=sequences, info=info)
+        return CachedData(data, {"item_cat": cat.item_cat})
 
     def _history_share(
         self, beh_cat: np.ndarray, tgt: np.ndarray, k: np.ndarray, cand_cat: np.ndarray

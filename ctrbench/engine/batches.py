@@ -1,7 +1,14 @@
-"""A split held as tensors, served as whole batches by index vector (histories gathered per batch)."""
+"""A split served as whole batches by index vector (histories gathered per batch).
+
+The split's arrays are wrapped, never copied: for a cached dataset they are the cache files'
+memory maps, so every process training on it shares one physical copy (the page cache) and a batch
+reads only the rows it needs. Whatever is derived per row (where a row's history starts) is
+computed per batch, so a process holds no array proportional to the number of rows of its own.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -10,8 +17,16 @@ from ctrbench.schema import Schema, Sequences, Split
 Batch = dict[str, torch.Tensor]
 
 
+def shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over the array's own memory (a memory map stays a memory map); copies only what
+    torch cannot wrap (non-native byte order, unsupported dtype)."""
+    if isinstance(array, torch.Tensor):
+        return array
+    return torch.as_tensor(np.asarray(array))
+
+
 class ArrayBatches(Dataset):
-    """A split held as tensors; ``batches[idx]`` returns the whole batch for an index vector.
+    """A split as tensors over its arrays; ``batches[idx]`` returns the whole batch for an index vector.
 
     Histories are read from the per-user :class:`Sequences` (stored once) and padded to the
     longest history in the batch (at most ``schema.max_len``), with padding id 0 after the valid
@@ -20,7 +35,7 @@ class ArrayBatches(Dataset):
 
     def __init__(self, split: Split, schema: Schema, sequences: Sequences | None) -> None:
         self.schema = schema
-        self.columns = {k: torch.as_tensor(v) for k, v in split.columns.items()}
+        self.columns = {k: shared_tensor(v) for k, v in split.columns.items()}
         self.n = len(split)
         seq_fields = schema.of_kind("sequence")
         self.seq_columns: dict[str, torch.Tensor] = {}
@@ -28,11 +43,10 @@ class ArrayBatches(Dataset):
         if seq_fields:
             if sequences is None or split.seq is None or split.end is None:
                 raise ValueError("schema has sequence fields but the dataset provided no sequences/seq/end")
-            offsets = torch.as_tensor(sequences.offsets)
-            seq = torch.as_tensor(split.seq)
-            self.row_start = offsets[seq]
-            self.row_end = self.row_start + torch.as_tensor(split.end)
-            self.seq_columns = {f.name: torch.as_tensor(sequences.columns[f.name]) for f in seq_fields}
+            self.offsets = shared_tensor(sequences.offsets)
+            self.seq = shared_tensor(split.seq)
+            self.end = shared_tensor(split.end)
+            self.seq_columns = {f.name: shared_tensor(sequences.columns[f.name]) for f in seq_fields}
 
     def __len__(self) -> int:
         return self.n
@@ -40,8 +54,9 @@ class ArrayBatches(Dataset):
     def __getitem__(self, idx: torch.Tensor) -> Batch:
         batch = {k: v[idx] for k, v in self.columns.items()}
         if self.seq_columns:
-            end = self.row_end[idx]
-            length = torch.clamp(end - self.row_start[idx], max=self.schema.max_len)
+            start = self.offsets[self.seq[idx]]  # where each row's user sequence starts
+            end = start + self.end[idx]
+            length = torch.clamp(end - start, max=self.schema.max_len)
             width = max(int(length.max()) if len(length) else 1, 1)
             steps = torch.arange(width)
             mask = steps[None, :] < length[:, None]

@@ -81,6 +81,21 @@ def check_overrides(args: Sequence[str]) -> None:
                 )
 
 
+def other_rank_args(args: Sequence[str]) -> list[str]:
+    """The command line of a rank other than 0 in a multi-process job (the processes Lightning starts
+    for ``trainer.devices=N``, or ``torchrun``/``srun`` tasks): rank 0 writes the job folder, so this
+    one gets no ``.hydra/`` copy, logs to stdout instead of a log file there, and renders no summary."""
+    given = {a.split("=", 1)[0].lstrip("+~") for a in args if not a.startswith("-")}
+    extra = []
+    if "hydra.output_subdir" not in given:
+        extra.append("hydra.output_subdir=null")
+    if "hydra/job_logging" not in given:
+        extra.append("hydra/job_logging=stdout")
+    if not given & {"hydra.callbacks", "hydra.callbacks.summary"}:
+        extra.append("~hydra.callbacks.summary")
+    return [*args, *extra]
+
+
 def _register_search_path() -> None:
     """Append every ``ctrbench.configs`` package to Hydra's config search path."""
     from hydra.core.config_search_path import ConfigSearchPath
@@ -248,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ctrbench.output_dirs import OutputDirError, check_output_dirs
 
     args = [normalize_override(a) for a in args]
+    from ctrbench.engine.distributed import launch_rank
+
+    if launch_rank() != 0:
+        args = other_rank_args(args)
     from ctrbench.engine.provenance import COMMAND_ENV
 
     os.environ[COMMAND_ENV] = shlex.join(["ctrbench", *args])  # recorded by every job, also in workers

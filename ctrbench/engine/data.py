@@ -1,4 +1,8 @@
-"""Data module: shuffled index batches over the splits (:class:`ArrayBatches` serves each batch)."""
+"""Data module: shuffled index batches over the splits (:class:`ArrayBatches` serves each batch).
+
+On several processes (``trainer.strategy=ddp``) every rank walks the same global batches and takes
+its share of each (:class:`RankBatches`; the semantics are in :mod:`ctrbench.engine.distributed`).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,13 @@ from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ctrbench.engine.batches import ArrayBatches, Batch
+from ctrbench.engine.distributed import ROW, WEIGHT
 from ctrbench.schema import DatasetSplits
 
-__all__ = ["ArrayBatches", "Batch", "CTRDataModule", "IndexBatches"]
+__all__ = ["ArrayBatches", "Batch", "CTRDataModule", "IndexBatches", "RankBatches", "RankRows"]
 
 
 class IndexBatches(Sampler[torch.Tensor]):
@@ -42,6 +47,52 @@ class IndexBatches(Sampler[torch.Tensor]):
         return math.ceil(self.n / self.batch_size)
 
 
+class RankBatches(Sampler[tuple[torch.Tensor, float]]):
+    """Rank ``rank``'s share of every global batch of ``batches``: rows ``rank::world_size`` of it and
+    the loss weight ``world_size · len(share) / len(batch)`` (1.0 when the batch splits evenly). A rank
+    whose share is empty (a last batch of fewer rows than ranks) gets the batch's first row with weight
+    0, so every rank takes the same number of steps (DDP all-reduces in every one).
+
+    ``set_epoch`` goes to ``batches``: every rank replays the same seeded orders on resume."""
+
+    def __init__(self, batches: IndexBatches, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside a world of {world_size} process(es)")
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, float]]:
+        for rows in self.batches:
+            share = rows[self.rank :: self.world_size]
+            if len(share):
+                yield share, self.world_size * len(share) / len(rows)
+            else:
+                yield rows[:1], 0.0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class RankRows(Dataset):
+    """``ArrayBatches`` for :class:`RankBatches`: the batch of a share's rows, plus their row indices
+    in the split (``_row``) and the share's loss weight (``_weight``); the task strips both."""
+
+    def __init__(self, batches: ArrayBatches) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, item: tuple[torch.Tensor, float]) -> Batch:
+        rows, weight = item
+        batch = dict(self.batches[rows])
+        batch[ROW] = rows
+        batch[WEIGHT] = torch.tensor(weight, dtype=torch.float32)
+        return batch
+
+
 class CTRDataModule(pl.LightningDataModule):
     """Train batches shuffled per epoch (seeded); validation serves [val, test] so that test
     metrics are computed every epoch next to validation."""
@@ -58,10 +109,25 @@ class CTRDataModule(pl.LightningDataModule):
             for name in ("train", "val", "test")
         }
 
+    def ranks(self) -> tuple[int, int]:
+        """``(global rank, world size)`` of the trainer this module serves; ``(0, 1)`` without one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.splits[split]
         size = self.batch_size if shuffle else self.eval_batch_size
         sampler = IndexBatches(len(ds), size, shuffle, self.seed)
+        rank, world = self.ranks()
+        if world > 1:  # Lightning adds no DistributedSampler (use_distributed_sampler=False): no double split
+            return DataLoader(
+                RankRows(ds),
+                sampler=RankBatches(sampler, rank, world),
+                batch_size=None,
+                pin_memory=self.pin_memory,
+            )
         return DataLoader(ds, sampler=sampler, batch_size=None, pin_memory=self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:

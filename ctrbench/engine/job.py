@@ -1,9 +1,16 @@
-"""One training job: build plugins by name, train, and always write ``result.json``."""
+"""One training job: build plugins by name, train, and always write ``result.json``.
+
+A job may train on several processes (``trainer.strategy=ddp`` with ``trainer.devices``/``num_nodes``,
+or processes started by ``torchrun``/``srun``): every rank trains and evaluates its share
+(:mod:`ctrbench.engine.distributed`); rank 0 alone writes the job folder (record, checkpoints,
+predictions, logs).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -20,6 +27,14 @@ from omegaconf import DictConfig, OmegaConf
 from ctrbench import registry
 from ctrbench.engine import interrupt
 from ctrbench.engine.data import CTRDataModule
+from ctrbench.engine.distributed import (
+    RESUME_ENV,
+    describe,
+    launch_rank,
+    process_group_backend,
+    same_everywhere,
+    sparse_refusal,
+)
 from ctrbench.engine.interrupt import JobInterrupted
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
@@ -88,6 +103,25 @@ def _on_gpu(cfg: DictConfig) -> bool:
     return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
 
 
+class SameStart(pl.Callback):
+    """On several processes, before any weights are restored: every rank must start from the same
+    checkpoint (each rank decides from the shared job folder when an outside launcher started it);
+    otherwise every rank stops with one line instead of training diverged states."""
+
+    def __init__(self, resume_from: Path | None) -> None:
+        self.resume_from = resume_from
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:
+            same_everywhere(str(self.resume_from or ""), "the checkpoint to resume from", pl_module.device)
+
+
+def _clean(out_dir: Path) -> None:
+    """An earlier run's checkpoints and predictions never pass for this one's."""
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    (out_dir / PREDICTIONS_NAME).unlink(missing_ok=True)
+
+
 def train(
     cfg: DictConfig,
     out_dir: Path,
@@ -102,7 +136,11 @@ def train(
     the record is the one this job wrote — unless the job continues from ``resume_from`` (its own
     ``checkpoints/last.ckpt``, left by an interrupted run of the same config, data and code), when
     Lightning restores the weights, the optimizer, the epoch and the task's history from it.
+
+    On several processes every rank calls this; only rank 0 writes into ``out_dir``, and the other
+    ranks return the history and the ``distributed`` part alone.
     """
+    writer = launch_rank() == 0
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = load_data(cfg)
     task, sparse_tables = build_task(cfg, data)
@@ -112,11 +150,10 @@ def train(
     on_gpu = _on_gpu(cfg)
     dm = CTRDataModule(data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, pin_memory=on_gpu)
 
-    callbacks: list[pl.Callback] = []
+    callbacks: list[pl.Callback] = [SameStart(resume_from)]
     ckpt_dir = out_dir / "checkpoints"
-    if resume_from is None:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # an earlier run's files never pass for this one's
-        (out_dir / PREDICTIONS_NAME).unlink(missing_ok=True)
+    if resume_from is None and writer:
+        _clean(out_dir)
     callbacks.append(SelectedPredictions(out_dir / PREDICTIONS_NAME))
     checkpoint = SelectedCheckpoint(ckpt_dir) if cfg.checkpoint else None
     if checkpoint is not None:
@@ -128,12 +165,18 @@ def train(
         callbacks.append(pruning)
     # ctrbench's own checkpoint (above) is the only one: Lightning's default would save another epoch
     trainer_args["enable_checkpointing"] = False
+    # the data module splits every global batch across the ranks itself (RankBatches)
+    trainer_args["use_distributed_sampler"] = False
     trainer = pl.Trainer(
         **trainer_args,
         callbacks=callbacks,
-        logger=make_logger(_options(cfg.logger), out_dir),
+        logger=make_logger(_options(cfg.logger), out_dir) if writer else False,
         default_root_dir=str(out_dir),
     )
+    processes = trainer.num_nodes * trainer.num_devices
+    refused = sparse_refusal(len(sparse_tables), processes, process_group_backend(trainer))
+    if refused:
+        raise ValueError(refused)
     if len(data.val) == 0:
         log.warning("the validation split is empty: the last epoch is reported and its weights kept")
     started = time.perf_counter()
@@ -142,15 +185,23 @@ def train(
         warnings.filterwarnings("ignore", message=".*sync_dist.*")
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
-        trainer.fit(
-            task,
-            datamodule=dm,
-            ckpt_path=str(resume_from) if resume_from else None,
-            weights_only=True,  # a checkpoint is read as data (architecture §8)
-        )
+        # the processes Lightning starts for this job resume from what rank 0 chose
+        os.environ[RESUME_ENV] = str(resume_from or "")
+        try:
+            trainer.fit(
+                task,
+                datamodule=dm,
+                ckpt_path=str(resume_from) if resume_from else None,
+                weights_only=True,  # a checkpoint is read as data (architecture §8)
+            )
+        finally:
+            os.environ.pop(RESUME_ENV, None)
     wall = time.perf_counter() - started
+    distributed = describe(trainer, cfg.batch_size)
     if not task.history:
         raise RuntimeError("no validation epoch ran (check trainer.max_epochs / trainer.limit_val_batches)")
+    if not trainer.is_global_zero:
+        return {"epochs": task.history, "distributed": distributed}
     val_best, selected_by = select_epoch(task.history, SELECT)
     test_best, _ = select_epoch(task.history, "test_gauc")
     if selected_by == LAST_EPOCH and len(data.val):
@@ -179,6 +230,7 @@ def train(
         "samples_per_s": task.train_samples / task.train_seconds if task.train_seconds else None,
         "dataset_stats": data.info,
         "sparse_tables": len(sparse_tables),
+        "distributed": distributed,
         **({"optuna": pruning.summary()} if pruning is not None else {}),
     }
 
@@ -268,6 +320,38 @@ def record_failure(
     return _save(out_dir, record)
 
 
+def _rank_resume(cfg: DictConfig, out_dir: Path, fingerprint: dict[str, Any]) -> Path | None:
+    """What a rank other than 0 resumes from: rank 0's choice when Lightning started this process for
+    it (:data:`RESUME_ENV`), else the same rule rank 0 applies to the shared job folder."""
+    if RESUME_ENV in os.environ:
+        chosen = os.environ[RESUME_ENV]
+        return Path(chosen) if chosen else None
+    return resumable(out_dir, cfg, fingerprint) if cfg.get("resume", False) else None
+
+
+def run_rank(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """A rank other than 0 of a multi-process job: trains its share and writes nothing (rank 0 writes
+    the record, checkpoints and predictions). Returns a record that is not saved: ``ok`` with the
+    history (``skipped`` when the folder holds a finished run: rank 0 skips it too), or ``failed``
+    with the one-line error (the command then exits non-zero, so the launcher sees it)."""
+    record: dict[str, Any] = {"status": "ok", "error": None, "rank": launch_rank()}
+    try:
+        current = fingerprint(load_data(cfg), _plugin_specs(cfg), _on_gpu(cfg))
+        if RESUME_ENV not in os.environ and cfg.get("resume", False):
+            previous, _ = finished_record(out_dir, cfg, current)
+            if previous is not None:
+                return {**record, "skipped": True}
+        record.update(train(cfg, out_dir, resume_from=_rank_resume(cfg, out_dir, current)))
+    except (JobInterrupted, SystemExit):
+        raise
+    except Exception as exc:
+        record.update(status="failed", error=f"rank {record['rank']}: {error_line(exc)}")
+        log.error("job failed: %s", record["error"])
+    finally:
+        finish(failed=record["status"] == "failed")
+    return record
+
+
 def run(
     cfg: DictConfig,
     out_dir: Path,
@@ -285,7 +369,11 @@ def run(
     data, code and device (:func:`finished_record`) is skipped and that record returned, so
     re-running a sweep into the same ``hydra.sweep.dir`` re-runs only failed, interrupted, missing
     or outdated jobs.
+
+    In a job of several processes, ranks other than 0 train through :func:`run_rank` and write nothing.
     """
+    if launch_rank() != 0:
+        return run_rank(cfg, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = new_record(cfg, overrides, job_num, choices)
     progress: dict[str, Any] = {}
@@ -304,6 +392,8 @@ def run(
             resume_from = resumable(out_dir, cfg, record["fingerprint"])
             if resume_from is not None:
                 record["resumed_from"] = str(resume_from)
+        if resume_from is None:  # before the record: another rank reading the folder sees no stale file
+            _clean(out_dir)
         write_result(out_dir, record)  # running: a job killed outright is not taken for finished
         record.update(train(cfg, out_dir, progress, resume_from))
         pruned = (record.get("optuna") or {}).get("pruned_epoch") is not None

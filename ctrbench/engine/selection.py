@@ -87,8 +87,11 @@ class SelectedCheckpoint(pl.Callback):
             self._publish(epoch)
 
     def save(self, trainer: pl.Trainer, epoch: int) -> None:
-        """Atomically replace ``last.ckpt`` with the current state; one-line error when it fails."""
-        self.dirpath.mkdir(parents=True, exist_ok=True)
+        """Atomically replace ``last.ckpt`` with the current state; one-line error when it fails.
+
+        Every rank calls it (Lightning's ``save_checkpoint`` synchronizes the ranks); rank 0 writes."""
+        if trainer.is_global_zero:
+            self.dirpath.mkdir(parents=True, exist_ok=True)
         tmp = self.dirpath / f".{LAST_NAME}.tmp-{os.getpid()}"
         try:
             trainer.save_checkpoint(str(tmp), weights_only=False)  # full state: weights and optimizer
@@ -156,7 +159,7 @@ class SelectedPredictions(pl.Callback):
     Arrays per evaluated split (``test_*``, ``val_*``): ``label`` (int8), ``prob`` (float32, the
     sigmoid of the logit), ``group`` (int64, the GAUC group), ``row`` (int64, the row's index in the
     split: evaluation batches run in row order, so two jobs on the same data pair row by row);
-    ``epoch`` (int64).
+    ``epoch`` (int64). On several processes the predictions are every rank's, gathered (rank 0 writes).
     """
 
     def __init__(self, path: str | Path, key: str = SELECT) -> None:
@@ -173,13 +176,15 @@ class SelectedPredictions(pl.Callback):
 
 
 def write_predictions(path: Path, epoch: int, outputs: dict[str, tuple[np.ndarray, ...]]) -> None:
+    """``outputs[split] = (label, logit, group[, row])``; rows default to 0, 1, ... (row order)."""
     arrays: dict[str, np.ndarray] = {"epoch": np.asarray(epoch, dtype=np.int64)}
-    for split, (label, logit, group) in outputs.items():
+    for split, (label, logit, group, *row) in outputs.items():
         logit = np.asarray(logit, dtype=np.float64)
         arrays[f"{split}_label"] = np.asarray(label).astype(np.int8)
         arrays[f"{split}_prob"] = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
         arrays[f"{split}_group"] = np.asarray(group).astype(np.int64)
-        arrays[f"{split}_row"] = np.arange(len(logit), dtype=np.int64)
+        rows = np.asarray(row[0]) if row else np.arange(len(logit))
+        arrays[f"{split}_row"] = rows.astype(np.int64)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
     try:

@@ -3,6 +3,10 @@
 Loss = BCE(logit, label) + Σ_k weight_k · aux_k (named auxiliary losses a model returns, e.g.
 DIEN eq. 8) + the regularizer's penalty. Validation and test are evaluated every epoch (AUC,
 GAUC of DIN eq. 10, logloss); the per-epoch history feeds the run record.
+
+On several processes each rank trains on its share of every global batch with the loss weighted
+so that DDP's averaged gradient is the global batch's, and the evaluation outputs of every rank are
+gathered before the metrics, so every rank holds the same history (:mod:`ctrbench.engine.distributed`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ctrbench.engine.distributed import ROW, WEIGHT, all_sum, gather, same_everywhere, strip, unique_rows
 from ctrbench.engine.optim import OptimConfig, build_optimizer
 from ctrbench.metrics import evaluate
 from ctrbench.schema import Schema
@@ -60,10 +65,12 @@ class CTRTask(pl.LightningModule):
         # overridden by the config's loss_weights
         self.loss_weights = {**getattr(model, "loss_weights", {}), **dict(loss_weights or {})}
         self.history: list[dict[str, float]] = []
-        # this epoch's evaluation outputs per split: (label, logit, group), in the split's row order
-        self.epoch_outputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        # this epoch's evaluation outputs per split: (label, logit, group, row), ordered by row (the
+        # row's index in its split), gathered from every rank
+        self.epoch_outputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._outputs: dict[int, list[tuple[torch.Tensor, ...]]] = {}
-        self._sums: dict[str, torch.Tensor] = {}  # per-epoch sums of the training loss terms
+        self._seen: dict[int, int] = {}  # rows evaluated so far per split (one process: rows in order)
+        self._sums: dict[str, torch.Tensor] = {}  # per-epoch sums of the (weighted) training loss terms
         self._steps = 0
         # wall time of the training loop (batch loading, step, hooks; evaluation excluded) and of
         # evaluation (val + test forward passes and their metrics)
@@ -74,6 +81,7 @@ class CTRTask(pl.LightningModule):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Click logits of an evaluation batch (the regularizer's ``encode`` applied, if any)."""
+        batch = strip(batch)
         if self._encode is not None:
             batch = self._encode(batch)
         return split_output(self.model(batch))[0]
@@ -89,10 +97,16 @@ class CTRTask(pl.LightningModule):
         # from the previous batch's end (or the epoch's start): loading this batch counts too
         now = time.perf_counter()
         self.train_seconds += now - self._t0
-        self.train_samples += len(batch[self.schema.label])
+        n = len(batch[self.schema.label])
+        weight = batch.get(WEIGHT)
+        if weight is not None:  # several processes: count the global batch (rank 0 holds a share of each)
+            n = round(n * self.trainer.world_size / float(weight)) if float(weight) > 0 else 0
+        self.train_samples += n
         self._t0 = now
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        weight = batch.get(WEIGHT)  # this rank's share of the global batch (several processes only)
+        batch = strip(batch)
         if self._encode is not None:
             batch = self._encode(batch)
         if self._transform is not None:
@@ -113,6 +127,11 @@ class CTRTask(pl.LightningModule):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at epoch {self.current_epoch} step {batch_idx}"
             )
+        if weight is not None:
+            # DDP averages the ranks' gradients: with W · n_r / n per rank that mean is the gradient
+            # of the global batch's mean loss (and of its mean auxiliary losses)
+            terms = {name: value * weight for name, value in terms.items()}
+            loss = loss * weight
         terms["loss"] = loss
         # Lightning's self.log costs ~1 ms per step here (its result collection is walked on every
         # step it is used), a tenth of a DIN step: the loggers and the progress bar get the step's
@@ -130,27 +149,49 @@ class CTRTask(pl.LightningModule):
     # ---- evaluation -----------------------------------------------------------------------
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         logits = self(batch)
-        row = (batch[self.schema.label], logits, batch[self.schema.group])
-        self._outputs.setdefault(dataloader_idx, []).append(tuple(t.detach().cpu() for t in row))
+        label = batch[self.schema.label]
+        rows = batch.get(ROW)
+        if rows is None:  # one process: evaluation batches come in row order
+            start = self._seen.get(dataloader_idx, 0)
+            rows = torch.arange(start, start + len(label))
+        self._seen[dataloader_idx] = self._seen.get(dataloader_idx, 0) + len(label)
+        out = (label, logits, batch[self.schema.group], rows)
+        self._outputs.setdefault(dataloader_idx, []).append(tuple(t.detach().cpu() for t in out))
+
+    def _split_outputs(self, rows: list[tuple[torch.Tensor, ...]]) -> tuple[np.ndarray, ...]:
+        """(label, logit, group, row) of a split over every rank, ordered by row, duplicates dropped."""
+        local = [torch.cat(parts) for parts in zip(*rows, strict=True)]
+        label, logits, group, row = (t.numpy() for t in gather(local, self.device))
+        if self.trainer.world_size > 1:
+            row, label, logits, group = unique_rows(row, label, logits, group)
+        return label, logits, group, row
 
     def on_validation_epoch_start(self) -> None:
         self._eval_t0 = time.perf_counter()
 
     def on_validation_epoch_end(self) -> None:
-        outputs, self._outputs = self._outputs, {}
+        outputs, self._outputs, self._seen = self._outputs, {}, {}
         if self.trainer.sanity_checking:
             return
         record: dict[str, float] = {"epoch": self.current_epoch}
-        for name, total in self._sums.items():  # epoch means: train_loss, train_ctr_loss, train_aux, ...
-            record[f"train_{name}"] = float(total) / self._steps
+        world = self.trainer.world_size
+        names = sorted(self._sums)  # the same terms on every rank
+        # epoch means over every rank: train_loss, train_ctr_loss, train_aux, ... (the ranks' weighted
+        # terms of a batch sum to W times the global batch's mean)
+        local = torch.tensor([float(self._sums[name]) for name in names], dtype=torch.float64)
+        totals = all_sum(local, self.device)
+        for name, total in zip(names, totals.tolist(), strict=True):
+            record[f"train_{name}"] = total / (self._steps * world)
         self._sums, self._steps = {}, 0
         self.epoch_outputs = {}
         for idx, rows in sorted(outputs.items()):
-            label, logits, group = (torch.cat(parts).numpy() for parts in zip(*rows, strict=True))
-            self.epoch_outputs[EVAL_SPLITS[idx]] = (label, logits, group)
+            label, logits, group, row = self._split_outputs(rows)
+            self.epoch_outputs[EVAL_SPLITS[idx]] = (label, logits, group, row)
             metrics = evaluate(label, logits.astype(np.float64), group)
             for key, value in metrics.items():
                 record[f"{EVAL_SPLITS[idx]}_{key}"] = value
+        if world > 1:  # model selection and stopping must agree: one line on every rank, never a hang
+            same_everywhere(repr(sorted(record.items())), "the epoch's metrics", self.device)
         record["eval_s"] = time.perf_counter() - self._eval_t0
         self.eval_seconds += record["eval_s"]
         self.history.append(record)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ from conftest import TINY, run_cli
 from ctrbench.cli import other_rank_args
 from ctrbench.engine import job, trainer_options  # noqa: F401  (registers the open trainer node)
 from ctrbench.engine.data import CTRDataModule, IndexBatches, RankBatches
-from ctrbench.engine.distributed import launch_rank, sparse_refusal, unique_rows
+from ctrbench.engine.distributed import RESUME_ENV, launch_rank, sparse_refusal, unique_rows
 from ctrbench.engine.selection import read_predictions, write_predictions
 from ctrbench.metrics import evaluate
 
@@ -174,3 +177,77 @@ def test_sparse_tables_are_refused_before_training_where_the_backend_cannot_redu
     )
     assert not (tmp_path / "checkpoints").exists() and not record.get("epochs")
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "failed"
+
+
+def test_spawning_strategies_are_refused_before_training(tmp_path: Path, compose_cfg) -> None:
+    """ddp_spawn hands back rank 0's weights only, never the task's history: one line, recorded."""
+    record = job.run(compose_cfg([*SETUP, "trainer.devices=2", "trainer.strategy=ddp_spawn"]), tmp_path)
+    assert record["status"] == "failed"
+    assert record["error"].startswith(
+        "ValueError: trainer.strategy=ddp_spawn trains in worker processes whose per-epoch results never "
+        "reach the job's record: use trainer.strategy=ddp"
+    )
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_other_ranks_resume_from_what_rank_0_chose(
+    tmp_path: Path, compose_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process Lightning starts for rank 0 takes rank 0's choice from the environment (even where the
+    folder alone would say otherwise); without it (torchrun, srun) the folder rule decides."""
+    cfg = compose_cfg([*SETUP, *DDP])
+    chosen = tmp_path / "checkpoints" / "last.ckpt"
+    monkeypatch.setenv(RESUME_ENV, str(chosen))
+    assert job._rank_resume(cfg, tmp_path, {}) == chosen
+    monkeypatch.setenv(RESUME_ENV, "")
+    assert job._rank_resume(cfg, tmp_path, {}) is None
+    monkeypatch.delenv(RESUME_ENV)
+    assert job._rank_resume(cfg, tmp_path, {}) is None  # an empty folder: a fresh start, as rank 0's
+
+
+# one of two gloo processes (torch and ctrbench.engine.distributed only: a quick start): gathers
+# unequal shares, then compares a value that is equal, then one that differs
+TWO_RANKS = """
+import json, sys
+import torch, torch.distributed as dist
+from ctrbench.engine.distributed import gather, same_everywhere
+
+rank, port = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+rows = torch.arange(rank, 5, 2)  # rank 0: 0, 2, 4; rank 1: 1, 3
+got = [t.tolist() for t in gather([rows, rows.double() / 2, rows % 2 == 0])]
+same_everywhere("last.ckpt", "the checkpoint")
+try:
+    same_everywhere("last.ckpt" if rank == 0 else "", "the checkpoint to resume from")
+    error = None
+except RuntimeError as exc:
+    error = str(exc)
+dist.destroy_process_group()
+print(json.dumps({"rows": got, "error": error}))
+"""
+
+
+def test_gather_and_agreement_over_a_real_two_process_group() -> None:
+    from test_torchrun import _free_port
+
+    port = str(_free_port())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_RANKS, str(r), port], stdout=subprocess.PIPE, text=True, env=env
+        )
+        for r in (0, 1)
+    ]
+    try:
+        outputs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    expected = [[0, 2, 4, 1, 3], [0.0, 1.0, 2.0, 0.5, 1.5], [True, True, True, False, False]]
+    assert outputs[0]["rows"] == outputs[1]["rows"] == expected  # rank order, unequal lengths, bool kept
+    assert outputs[0]["error"].startswith(
+        "the ranks of this job disagree on the checkpoint to resume from (rank 0: "
+    )
+    assert "ranks [1] differ from rank 0" in outputs[1]["error"]

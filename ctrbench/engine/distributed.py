@@ -33,6 +33,7 @@ __all__ = [
     "describe",
     "gather",
     "launch_rank",
+    "launcher_refusal",
     "process_group_backend",
     "same_everywhere",
     "sparse_refusal",
@@ -158,6 +159,20 @@ def process_group_backend(trainer: Any) -> str | None:
 
         chosen = _get_default_process_group_backend_for_device(strategy.root_device)
     return chosen
+
+
+def launcher_refusal(trainer: Any, strategy: Any) -> str | None:
+    """Why ``trainer.strategy`` cannot train a ctrbench job (None when it can): ``ddp_spawn``,
+    ``ddp_fork`` and ``ddp_notebook`` train in worker processes that hand back only rank 0's weights,
+    so the job's per-epoch history (what its record reports) would never reach it."""
+    from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
+
+    if isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+        return (
+            f"trainer.strategy={strategy} trains in worker processes whose per-epoch results never reach "
+            "the job's record: use trainer.strategy=ddp (one process per device, rank 0 writes the record)"
+        )
+    return None
 
 
 def sparse_refusal(n_tables: int, processes: int, backend: str | None) -> str | None:

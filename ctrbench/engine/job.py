@@ -31,6 +31,7 @@ from ctrbench.engine.distributed import (
     RESUME_ENV,
     describe,
     launch_rank,
+    launcher_refusal,
     process_group_backend,
     same_everywhere,
     sparse_refusal,
@@ -173,8 +174,9 @@ def train(
         logger=make_logger(_options(cfg.logger), out_dir) if writer else False,
         default_root_dir=str(out_dir),
     )
-    processes = trainer.num_nodes * trainer.num_devices
-    refused = sparse_refusal(len(sparse_tables), processes, process_group_backend(trainer))
+    refused = launcher_refusal(trainer, cfg.trainer.get("strategy")) or sparse_refusal(
+        len(sparse_tables), trainer.world_size, process_group_backend(trainer)
+    )
     if refused:
         raise ValueError(refused)
     if len(data.val) == 0:

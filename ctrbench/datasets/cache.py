@@ -430,7 +430,8 @@ class ArrayCache:
         """The arrays built in this process's heap, when the cache cannot be written."""
         self.console.print(
             f"[yellow]{self.dataset}: cache {self.root} not usable ({exc.strerror or exc}); the arrays stay "
-            "in this process's memory, not shared with other processes (set dataset.cache_dir)[/yellow]"
+            "in this process's memory, not shared with other processes (set dataset.cache_dir)[/yellow]",
+            soft_wrap=True,
         )
         print_stats(f"{self.dataset} statistics (not cached)", built.data.info, self.console)
         return built

@@ -153,13 +153,16 @@ def check_args(
       ``trainer.strategy=ddp*`` or ``trainer.num_nodes`` above 1, in any value a sweep would try;
     * ``hydra/launcher=gpus`` with a GPU list (``CTRBENCH_GPUS`` / ``CUDA_VISIBLE_DEVICES``) that names
       one GPU twice (``0,0``, or an index and the same GPU's UUID per ``nvidia-smi -L``), or with
-      ``hydra.launcher.n_jobs`` above the number of GPUs.
+      ``hydra.launcher.n_jobs`` above the number of GPUs;
+    * a Ray launcher preset (``hydra/launcher=ray_gpus``) that would start Ray on this machine with fewer
+      GPUs than one job asks for (:func:`ctrbench.launcher.ray_checks.local_gpu_problem`).
 
     ``env`` (default ``os.environ``) and ``devices`` (nvidia-smi's ``(index, UUID)`` list, asked for only
     when needed) are for tests. Settings coming from config files instead of the command line are
     checked again in each job (:func:`ctrbench.launcher.prepare_job`).
     """
     from ctrbench.launcher.gpu_slots import cpu_count, detect_gpus, gpu_list_problem
+    from ctrbench.launcher.ray_checks import local_gpu_problem
 
     overrides = _overrides(args)
     multirun = any(a in ("-m", "--multirun") for a in args)
@@ -175,6 +178,9 @@ def check_args(
             problem = requirement_problem(group, str(option))
             if problem:
                 raise LaunchError(problem)
+    ray_problem = local_gpu_problem(chosen, n_gpus, env)  # Ray started here without the GPUs asked for
+    if ray_problem:
+        raise LaunchError(ray_problem)
     gpus_launcher = "gpus" in [str(v) for v in chosen.get("hydra/launcher", [])]
     if gpus_launcher:
         problem = gpu_list_problem(env, devices)

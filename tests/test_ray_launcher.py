@@ -245,7 +245,7 @@ import signal
 
 
 class Boom:
-    def __init__(self, config, *, schema, activation):
+    def __init__(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)  # the worker dies in the middle of its job
 """
 

@@ -331,7 +331,9 @@ def test_resource_problem_names_what_no_node_has() -> None:
         and "(address auto)" in problem
     )
     problem = resource_problem({"num_gpus": 2}, nodes, "x")
-    assert "num_gpus=2" in problem and "largest node has: 1 GPU" in problem and "num_gpus=0 for CPU" in problem
+    assert (
+        "num_gpus=2" in problem and "largest node has: 1 GPU" in problem and "num_gpus=0 for CPU" in problem
+    )
     assert "num_cpus=16" in resource_problem({"num_cpus": 16}, nodes, "x")
     assert resource_problem({}, [], "x") is None
 

@@ -7,7 +7,13 @@ Presets (``conf/hydra/launcher/``):
   refused, a worker whose launching process is gone exits); ``n_jobs`` defaults to the number of GPUs,
   or on a machine without GPUs to ``cores // 4`` CPU jobs with ``cores // n_jobs`` torch threads each;
 * ``slurm`` — hydra-submitit-launcher's ``submitit_slurm``, one GPU per job;
-* ``ray_gpus`` — hydra-ray-launcher's ``ray``, ``remote.num_gpus: 1``.
+* ``ray_gpus`` — ctrbench's :class:`~ctrbench.launcher.ray_launcher.RayLauncher` on hydra-ray-launcher's
+  ``ray`` config: each job one Ray task with ``remote.num_gpus: 1`` (Ray sets its ``CUDA_VISIBLE_DEVICES``;
+  a fresh worker process per GPU task) and ``floor(remote.num_cpus)`` torch threads, on a cluster
+  (``ray.init.address=auto``) or on a Ray it starts here; workers get this process's ``PYTHONPATH``,
+  ``CTRBENCH_*`` and ``WANDB_*``; a task whose worker dies is recorded ``interrupted`` and the sweep goes on
+  to its summary; a Ray started here without the GPUs asked for (:mod:`ctrbench.launcher.ray_checks`), a
+  cluster no node of which could run one job, or workers that cannot import ctrbench: refused in one line.
 
 The CLI calls :func:`check_args` before Hydra composes and :func:`prepare_job` first thing in every job.
 Importing this package registers the OmegaConf resolver ``${ctrbench.n_jobs:}`` the ``gpus`` preset uses.

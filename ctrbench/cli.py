@@ -279,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (registry.PluginError, LaunchError, OutputDirError) as exc:
         return _fail(str(exc))
     import ctrbench.sweeper.plugin  # noqa: F401  registers hydra/sweeper=optuna (Hydra plugin + ConfigStore)
+    import ctrbench.launcher.slurm_plugin  # noqa: F401  registers hydra/launcher=slurm's launcher class
     import ctrbench.launcher.ray_plugin  # noqa: F401  registers hydra/launcher=ray_gpus's launcher class
 
     _register_search_path()

@@ -1,0 +1,227 @@
+"""hydra/launcher=slurm against a real single-node Slurm (scripts/local-slurm): munged, slurmctld and
+slurmd on 127.0.0.1, two fake GPUs as generic resources, no accounting database.
+
+Needs root and Debian's ``slurm-wlm munge`` (CI installs them); skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT, TINY, run_cli
+
+SCRIPT = ROOT / "scripts" / "local-slurm"
+MISSING = [
+    exe for exe in ("munged", "mungekey", "slurmctld", "slurmd", "sbatch") if shutil.which(exe) is None
+]
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.skipif(
+        bool(MISSING), reason=f"needs Slurm and munge: apt-get install -y slurm-wlm munge ({MISSING})"
+    ),
+    pytest.mark.skipif(os.geteuid() != 0, reason="slurmd must run as root"),
+]
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+pytest.importorskip("submitit")
+
+# every job: one CPU and 1 GiB of the node, trained on the CPU (the GPUs are placeholders)
+SMALL = ["hydra.launcher.partition=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+TRAIN = [*TINY, "trainer.accelerator=cpu"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A Slurm cluster for this module's tests, torn down at the end (also when bringing it up failed)."""
+    folder = tmp_path_factory.mktemp("slurm")
+    env = dict(os.environ, LOCAL_SLURM_GPUS="2")
+    try:
+        up = subprocess.run(
+            [str(SCRIPT), "up", str(folder)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert up.stdout.strip() == f"export SLURM_CONF={folder}/slurm.conf"
+        yield folder
+    finally:
+        subprocess.run([str(SCRIPT), "down", str(folder)], env=env, capture_output=True, timeout=120)
+        assert not folder.exists()
+
+
+@pytest.fixture
+def slurm_env(cluster: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The environment a user of that cluster has: SLURM_CONF, and quick state polls for the test."""
+    monkeypatch.setenv("SLURM_CONF", str(cluster / "slurm.conf"))
+    monkeypatch.setenv("CTRBENCH_SLURM_POLL_S", "2")
+    return cluster
+
+
+def slurm(*args: str) -> str:
+    """A Slurm client command's output (SLURM_CONF from the environment)."""
+    return subprocess.run(list(args), capture_output=True, text=True, check=True, timeout=30).stdout
+
+
+def records(sweep: Path) -> dict[int, dict[str, Any]]:
+    return {
+        int(p.parent.name): json.loads(p.read_text())
+        for p in sweep.glob("*/result.json")
+        if p.parent.name.isdigit()
+    }
+
+
+def completion_states(job_ids: list[str]) -> dict[str, str]:
+    """State per raw Slurm job id from the job-completion log, through `sacct -c` (no slurmdbd here)."""
+    out = slurm("sacct", "-c", "-o", "JobID,State", "--parsable2", "-j", ",".join(job_ids))
+    return dict(line.split("|")[:2] for line in out.splitlines()[1:] if line)
+
+
+def when(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def summary_rows(sweep: Path) -> list[dict[str, str]]:
+    with (sweep / "summary.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_slurm_sweep_runs_every_job_as_its_own_slurm_job_on_its_own_gpu(
+    slurm_env: Path, fake_plugins: Path, tmp_path: Path
+) -> None:
+    """lr, base and the failing kaput over two seeds: six Slurm jobs (one array), two at a time on the
+    two fake GPUs; a re-run into the same folder skips the four finished jobs and re-runs kaput."""
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        *TRAIN,
+        "hydra/launcher=slurm",
+        *SMALL,
+        "model=lr,base,kaput",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = run_cli(args, cwd=tmp_path, extra_path=fake_plugins, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = records(sweep)
+    assert sorted(first) == list(range(6))
+    status = {(r["model"], r["seed"]): r["status"] for r in first.values()}
+    assert status == {
+        (m, s): "failed" if m == "kaput" else "ok" for m in ("lr", "base", "kaput") for s in (1, 2)
+    }
+    assert all("kaput needs a library" in r["error"] for r in first.values() if r["model"] == "kaput")
+
+    # each job its own Slurm job (tasks of one array), each seen by Slurm to completion
+    slurm_ids = [r["placement"]["slurm"] for r in first.values()]
+    job_ids = [s["job_id"] for s in slurm_ids]
+    assert len(set(job_ids)) == 6
+    assert len({s["array_job_id"] for s in slurm_ids}) == 1
+    assert sorted(int(s["array_task_id"]) for s in slurm_ids) == list(range(6))
+    assert completion_states(job_ids) == {j: "COMPLETED" for j in job_ids}
+
+    # each job saw one GPU of the two; jobs that ran at the same time never shared one
+    devices = {n: r["placement"]["cuda_visible_devices"] for n, r in first.items()}
+    assert set(devices.values()) <= {"0", "1"}, devices
+    spans = {n: (when(r["started_at"]), when(r["finished_at"])) for n, r in first.items()}
+    overlapping = [
+        (a, b)
+        for a in spans
+        for b in spans
+        if a < b and spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+    ]
+    assert overlapping, spans  # two slots: some jobs ran side by side
+    assert all(devices[a] != devices[b] for a, b in overlapping), (devices, spans)
+
+    rows = {(r["model"], r["status"], r["n_seeds"], r["n_failed"]) for r in summary_rows(sweep)}
+    assert rows == {("lr", "ok", "2", "0"), ("base", "ok", "2", "0"), ("kaput", "failed", "0", "2")}
+
+    again = run_cli(args, cwd=tmp_path, extra_path=fake_plugins, timeout=240)
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = records(sweep)
+    for n, record in first.items():
+        if record["status"] == "ok":  # skipped: the record is the first run's, untouched
+            assert second[n] == record
+        else:  # re-run as a new Slurm job, and failed again
+            assert second[n]["status"] == "failed"
+            assert second[n]["placement"]["slurm"]["job_id"] not in job_ids
+    assert {(r["model"], r["status"]) for r in summary_rows(sweep)} == {
+        ("lr", "ok"),
+        ("base", "ok"),
+        ("kaput", "failed"),
+    }
+
+
+def test_scancel_makes_a_job_interrupted_and_the_sweep_goes_on(slurm_env: Path, tmp_path: Path) -> None:
+    """hydra/launcher=slurm_cpu, four jobs, two at a time: job 0 trains for long and is cancelled while it
+    runs (Slurm's SIGTERM: the job records itself interrupted), job 3 is cancelled while it waits for a
+    CPU (it never starts: the launcher records it); jobs 1 and 2 finish; the summary has all four."""
+    sweep = tmp_path / "sweep"
+    args = [
+        "-m",
+        *TRAIN,
+        "hydra/launcher=slurm_cpu",
+        *SMALL,
+        "model=lr",
+        "trainer.max_epochs=300,1,2,3",
+        "hydra.launcher.array_parallelism=2",  # job 3 waits for a free slot on any machine
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = dict(os.environ, WANDB_MODE="disabled", HYDRA_FULL_ERROR="0", PYTHONWARNINGS="ignore")
+    log = tmp_path / "sweep.log"
+    with log.open("w") as out:  # a file, not a pipe nobody reads while the sweep runs
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ctrbench", *args], cwd=tmp_path, env=env, stdout=out, stderr=out
+        )
+    try:
+        pending = running = None
+        deadline = time.monotonic() + 120
+        while (pending is None or running is None) and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            queue = slurm("squeue", "--noheader", "--format=%i|%T")
+            states = dict(line.split("|") for line in queue.splitlines() if line)
+            if pending is None:
+                array = next((i.split("_")[0] for i in states), None)
+                if array is not None and states.get(f"{array}_3", "PENDING") == "PENDING":
+                    pending = f"{array}_3"
+                    slurm("scancel", pending)  # still waiting for a CPU: cancelled before it starts
+            record = records(sweep).get(0)
+            if running is None and record and record["status"] == "running":
+                where = record["placement"]["slurm"]
+                running = f"{where['array_job_id']}_{where['array_task_id']}"
+                slurm("scancel", running)  # training: Slurm sends SIGTERM
+            time.sleep(0.3)
+        assert pending and running, slurm("squeue", "--states=all")
+        proc.wait(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    done = records(sweep)
+    assert sorted(done) == [0, 1, 2, 3]
+    assert [done[n]["status"] for n in range(4)] == ["interrupted", "ok", "ok", "interrupted"]
+    assert done[0]["error"] == "interrupted by SIGTERM"  # written by the job itself
+    assert done[0]["placement"]["pid"] is not None
+    assert done[3]["error"] == (  # a cancelled pending task vanishes from slurmctld at once
+        f"Slurm job {pending} left the queue (cancelled before it started, or ended MinJobAge ago) "
+        "without a record"
+    )
+    assert done[3]["placement"]["pid"] is None and done[3]["config"]["trainer"]["max_epochs"] == 3
+
+    ran = {n: done[n]["placement"]["slurm"]["job_id"] for n in (0, 1, 2)}
+    assert completion_states(list(ran.values())) == {
+        ran[0]: "CANCELLED",
+        ran[1]: "COMPLETED",
+        ran[2]: "COMPLETED",
+    }
+    rows = summary_rows(sweep)
+    assert len(rows) == 4, rows
+    assert sorted(r["status"] for r in rows) == ["interrupted", "interrupted", "ok", "ok"]

@@ -26,15 +26,12 @@ MISSING = [
     exe for exe in ("munged", "mungekey", "slurmctld", "slurmd", "sbatch") if shutil.which(exe) is None
 ]
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.skipif(
-        bool(MISSING), reason=f"needs Slurm and munge: apt-get install -y slurm-wlm munge ({MISSING})"
-    ),
-    pytest.mark.skipif(os.geteuid() != 0, reason="slurmd must run as root"),
-]
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 pytest.importorskip("submitit")
+needs_cluster = pytest.mark.skipif(
+    bool(MISSING) or os.geteuid() != 0,
+    reason=f"needs root and Slurm and munge: apt-get install -y slurm-wlm munge (missing: {MISSING})",
+)
 
 # every job: one CPU and 1 GiB of the node, trained on the CPU (the GPUs are placeholders)
 SMALL = ["hydra.launcher.partition=local", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
@@ -94,6 +91,8 @@ def summary_rows(sweep: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.cluster
+@needs_cluster
 def test_slurm_sweep_runs_every_job_as_its_own_slurm_job_on_its_own_gpu(
     slurm_env: Path, fake_plugins: Path, tmp_path: Path
 ) -> None:
@@ -159,6 +158,8 @@ def test_slurm_sweep_runs_every_job_as_its_own_slurm_job_on_its_own_gpu(
     }
 
 
+@pytest.mark.cluster
+@needs_cluster
 def test_scancel_makes_a_job_interrupted_and_the_sweep_goes_on(slurm_env: Path, tmp_path: Path) -> None:
     """hydra/launcher=slurm_cpu, four jobs, two at a time: job 0 trains for long and is cancelled while it
     runs (Slurm's SIGTERM: the job records itself interrupted), job 3 is cancelled while it waits for a
@@ -225,3 +226,115 @@ def test_scancel_makes_a_job_interrupted_and_the_sweep_goes_on(slurm_env: Path, 
     rows = summary_rows(sweep)
     assert len(rows) == 4, rows
     assert sorted(r["status"] for r in rows) == ["interrupted", "interrupted", "ok", "ok"]
+
+
+# ---- job states without a cluster: fake sacct and squeue ----------------------------------------------
+def fake_clients(bin_dir: Path, sacct: str, squeue_file: Path) -> None:
+    """``sacct`` running ``sacct`` (shell text); ``squeue`` printing ``squeue_file`` (exit 1 when absent,
+    as squeue does when no id it is asked about is known)."""
+    bin_dir.mkdir(exist_ok=True)
+    scripts = {
+        "sacct": f"#!/bin/sh\n{sacct}\n",
+        "squeue": f"#!/bin/sh\n[ -f {squeue_file} ] && exec cat {squeue_file}\n"
+        "echo 'slurm_load_jobs error: Invalid job id specified' >&2; exit 1\n",
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+
+
+def test_states_come_from_squeue_without_accounting_and_a_vanished_job_has_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ctrbench.launcher.slurm_launcher import GONE, StateWatcher
+
+    queue = tmp_path / "queue.txt"
+    fake_clients(tmp_path / "bin", "echo 'Slurm accounting storage is disabled' >&2; exit 1", queue)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    watcher = StateWatcher()
+    for job in ("7_0", "7_1", "7_2"):
+        watcher.register_job(job)
+
+    queue.write_text("7_0|RUNNING|vm\n7_[1-2]|PENDING|\n")
+    assert [watcher.get_state(j, mode="force") for j in ("7_0", "7_1", "7_2")] == [
+        "RUNNING",
+        "PENDING",
+        "PENDING",
+    ]
+    assert watcher.source == "squeue" and not any(
+        watcher.is_done(j, mode="cache") for j in ("7_0", "7_1", "7_2")
+    )
+
+    queue.write_text("7_0|CANCELLED|vm\n7_2|RUNNING|vm\n")  # 7_1 cancelled while pending: no trace
+    watcher.update()
+    assert [watcher.get_state(j, mode="cache") for j in ("7_0", "7_1", "7_2")] == [
+        "CANCELLED",
+        GONE,
+        "RUNNING",
+    ]
+    assert watcher.is_done("7_0", mode="cache") and watcher.is_done("7_1", mode="cache")
+    assert not watcher.is_done("7_2", mode="cache")
+
+    queue.unlink()  # purged after MinJobAge: squeue knows none of them
+    watcher.update()
+    assert watcher.get_state("7_2", mode="cache") == GONE and watcher.is_done("7_2", mode="cache")
+
+    never_seen = StateWatcher()  # a job squeue never listed is not taken for ended
+    never_seen.register_job("8_0")
+    assert never_seen.get_state("8_0", mode="force") == "UNKNOWN"
+
+
+def test_sacct_is_asked_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctrbench.launcher.slurm_launcher import StateWatcher
+
+    queue = tmp_path / "queue.txt"
+    queue.write_text("9_0|RUNNING|vm\n")  # squeue would say running; sacct, when it works, wins
+    fake_clients(tmp_path / "bin", "printf 'JobID|State|NodeList\\n9_0|COMPLETED|vm\\n'", queue)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    watcher = StateWatcher()
+    watcher.register_job("9_0")
+    assert watcher.get_state("9_0", mode="force") == "COMPLETED" and watcher.source == "sacct"
+
+
+def test_poll_interval_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ctrbench.launcher.slurm_launcher import poll_seconds
+
+    monkeypatch.delenv("CTRBENCH_SLURM_POLL_S", raising=False)
+    assert poll_seconds() == 30.0
+    for value, expected in (("2", 2.0), ("0.5", 0.5), ("-1", 30.0), ("soon", 30.0)):
+        monkeypatch.setenv("CTRBENCH_SLURM_POLL_S", value)
+        assert poll_seconds() == expected
+
+
+def test_a_running_record_left_by_a_killed_job_becomes_interrupted(tmp_path: Path) -> None:
+    from ctrbench.launcher.slurm_launcher import _record_uncompleted
+
+    running = {"status": "running", "error": None, "model": "lr", "seed": 1, "started_at": "t0"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "result.json").write_text(json.dumps(running))
+    _record_uncompleted(None, None, tmp_path / "a", "5_1", "CANCELLED by 0")
+    record = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert record["status"] == "interrupted" and record["started_at"] == "t0"
+    assert record["error"] == "Slurm job 5_1 ended CANCELLED by 0 before the job recorded its end"
+
+    own = {**running, "status": "interrupted", "error": "interrupted by SIGTERM"}  # the job's own: kept
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "result.json").write_text(json.dumps(own))
+    _record_uncompleted(None, None, tmp_path / "b", "5_2", "CANCELLED")
+    assert json.loads((tmp_path / "b" / "result.json").read_text()) == own
+
+
+def test_presets_fit_a_cluster(compose_cfg) -> None:
+    from hydra import compose
+
+    from ctrbench.launcher.slurm_plugin import SLURM_TARGET
+
+    def launcher(option: str) -> Any:
+        return compose(
+            "config", overrides=[f"hydra/launcher={option}"], return_hydra_config=True
+        ).hydra.launcher
+
+    gpu, cpu = launcher("slurm"), launcher("slurm_cpu")
+    assert gpu._target_ == cpu._target_ == SLURM_TARGET
+    assert (gpu.gpus_per_task, gpu.cpus_per_task, gpu.mem_gb, gpu.timeout_min) == (1, 4, 32, 120)
+    assert (cpu.gpus_per_task, cpu.cpus_per_task, cpu.mem_gb, cpu.timeout_min) == (None, 4, 16, 120)

@@ -6,7 +6,13 @@ Presets (``conf/hydra/launcher/``):
   whole life (:mod:`ctrbench.launcher.gpu_slots`: one machine-wide slot folder, a GPU listed twice
   refused, a worker whose launching process is gone exits); ``n_jobs`` defaults to the number of GPUs,
   or on a machine without GPUs to ``cores // 4`` CPU jobs with ``cores // n_jobs`` torch threads each;
-* ``slurm`` — hydra-submitit-launcher's ``submitit_slurm``, one GPU per job;
+* ``slurm`` — ctrbench's :class:`~ctrbench.launcher.slurm_launcher.SlurmLauncher` on
+  hydra-submitit-launcher's ``submitit_slurm`` config: each job its own Slurm job (a job array per
+  batch) with one GPU (Slurm sets its ``CUDA_VISIBLE_DEVICES``), 4 CPUs, 32 GB, 120 minutes; ``slurm_cpu``
+  the same without a GPU. A job cancelled or killed (``scancel``: SIGTERM, the job records itself
+  ``interrupted``; cancelled before it started: the launcher records it) is that job's row and the sweep
+  goes on to its summary; job states come from ``sacct``, or ``squeue`` on a cluster without slurmdbd.
+  Run on a single-node Slurm 22.05 (``scripts/local-slurm``) with two fake GPUs as generic resources;
 * ``ray_gpus`` — ctrbench's :class:`~ctrbench.launcher.ray_launcher.RayLauncher` on hydra-ray-launcher's
   ``ray`` config: each job one Ray task with ``remote.num_gpus: 1`` (Ray sets its ``CUDA_VISIBLE_DEVICES``;
   a fresh worker process per GPU task) and ``floor(remote.num_cpus)`` torch threads, on a cluster

@@ -16,6 +16,7 @@ LAUNCHER_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "gpus": (("hydra_plugins.hydra_joblib_launcher",), "hydra-joblib-launcher"),
     "joblib": (("hydra_plugins.hydra_joblib_launcher",), "hydra-joblib-launcher"),
     "slurm": (("hydra_plugins.hydra_submitit_launcher", "submitit"), "hydra-submitit-launcher"),
+    "slurm_cpu": (("hydra_plugins.hydra_submitit_launcher", "submitit"), "hydra-submitit-launcher"),
     "submitit_slurm": (("hydra_plugins.hydra_submitit_launcher", "submitit"), "hydra-submitit-launcher"),
     "submitit_local": (("hydra_plugins.hydra_submitit_launcher", "submitit"), "hydra-submitit-launcher"),
     "ray": (("hydra_plugins.hydra_ray_launcher", "ray"), "hydra-ray-launcher"),

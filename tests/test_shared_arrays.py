@@ -19,7 +19,7 @@ from ctrbench.datasets.cache import ArrayCache, CachedData
 from ctrbench.datasets.events import EventsDataset
 from ctrbench.datasets.sequences import AuxNegatives
 from ctrbench.datasets.synthetic import SyntheticConfig, SyntheticDataset
-from ctrbench.engine.batches import ArrayBatches
+from ctrbench.engine.batches import ArrayBatches, histories
 from ctrbench.schema import DatasetSplits, Field, Schema, Sequences, Split
 
 SPLITS = ("train", "val", "test")
@@ -139,6 +139,19 @@ def test_array_batches_wrap_the_cached_arrays_without_copying(tmp_path, raw_file
     assert batch["item"].tolist() == split.columns["item"].tolist()
 
 
+@pytest.mark.parametrize("n", [0, 3, 7, 40])
+def test_histories_are_copied_as_whole_slices_up_to_the_end_of_the_flat_array(n: int) -> None:
+    flat = torch.arange(1, n + 1) * 10
+    for width in (1, 5, 8):
+        first = torch.tensor([0, n // 2, max(n - width, 0), max(n - 2, 0), n])
+        want = torch.tensor(
+            [[int(flat[f + j]) if f + j < n else 0 for j in range(width)] for f in first.tolist()]
+        )
+        assert torch.equal(histories(flat, first, width), want), (n, width)
+    strided = torch.arange(1, 2 * n + 1)[::2]  # a non-contiguous column
+    assert torch.equal(histories(strided, torch.tensor([0]), 2)[0, : min(n, 2)], strided[: min(n, 2)])
+
+
 @linux_only
 def test_two_processes_map_the_same_physical_pages(tmp_path, raw_file) -> None:
     n = 1 << 20  # 8 MiB per int64 column
@@ -153,7 +166,7 @@ def test_two_processes_map_the_same_physical_pages(tmp_path, raw_file) -> None:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_shared_arrays import mapping_kb
         from ctrbench.datasets.cache import ArrayCache
-        from ctrbench.engine.batches import ArrayBatches
+        from ctrbench.engine.batches import ArrayBatches, histories
         cache = ArrayCache("toy", 1, {str(tmp_path / "c")!r})
         data = cache.load_or_build([Path({str(raw_file)!r})], {{}}, lambda: sys.exit("not a cache hit")).data
         batches = ArrayBatches(data.train, data.schema, data.sequences)

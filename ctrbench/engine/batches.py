@@ -58,11 +58,31 @@ class ArrayBatches(Dataset):
             end = start + self.end[idx]
             length = torch.clamp(end - start, max=self.schema.max_len)
             width = max(int(length.max()) if len(length) else 1, 1)
-            steps = torch.arange(width)
-            mask = steps[None, :] < length[:, None]
-            pos = torch.where(mask, (end - length)[:, None] + steps[None, :], 0)
+            first = end - length  # the row's history is flat[first : first + length]
+            pad = torch.arange(width)[None, :] >= length[:, None]
             for name, flat in self.seq_columns.items():
-                batch[name] = torch.where(mask, flat[pos], 0)
+                batch[name] = histories(flat, first, width).masked_fill_(pad, 0)
             for key in self.length_keys:
                 batch[key] = length
         return batch
+
+
+def histories(flat: torch.Tensor, first: torch.Tensor, width: int) -> torch.Tensor:
+    """``out[b] = flat[first[b] : first[b] + width]`` (positions past the array's end read as 0).
+
+    Each row is one contiguous slice, so the rows are copied whole out of a sliding-window view of
+    ``flat`` (``index_select``), several times faster than gathering every position on its own.
+    """
+    n = len(flat)
+    if n < width:  # shorter than one window: position by position
+        pos = first[:, None] + torch.arange(width)[None, :]
+        return torch.where(pos < n, flat[pos.clamp(max=max(n - 1, 0))], 0) if n else torch.zeros_like(pos)
+    step = flat.stride(0)
+    windows = flat.as_strided((n - width + 1, width), (step, step))
+    last = n - width  # the last window's start; a row starting later reads the last window, shifted
+    out = windows.index_select(0, torch.clamp(first, max=last))
+    late = torch.nonzero(first > last).flatten()
+    if len(late):
+        pos = first[late, None] + torch.arange(width)[None, :]
+        out[late] = torch.where(pos < n, flat[pos.clamp(max=n - 1)], 0)
+    return out

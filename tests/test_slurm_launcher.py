@@ -52,7 +52,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run([str(SCRIPT), "down", str(folder)], env=env, capture_output=True, timeout=120)
-        assert not folder.exists()
 
 
 @pytest.fixture
@@ -249,6 +248,41 @@ def test_scancel_makes_a_job_interrupted_and_the_sweep_goes_on(
         ("lr", "interrupted"),
         ("lr", "ok"),
     ]
+
+
+@pytest.mark.cluster
+@needs_cluster
+def test_local_slurm_brings_one_node_up_and_takes_everything_down(tmp_path: Path) -> None:
+    """`up`: one idle node with this machine's CPUs and the fake GPUs, daemons on 127.0.0.1; `down`:
+    every daemon gone and the folder removed."""
+    folder = tmp_path / "cluster"
+    env = dict(os.environ, LOCAL_SLURM_GPUS="3", SLURM_CONF=str(folder / "slurm.conf"))
+    try:
+        up = subprocess.run(
+            [str(SCRIPT), "up", str(folder)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert up.returncode == 0, up.stderr
+        node = subprocess.run(
+            ["sinfo", "--noheader", "--Node", "--format=%T|%c|%G|%P"], env=env, capture_output=True, text=True
+        ).stdout.split()
+        cpus = next(f for f in slurm("slurmd", "-C").split() if f.startswith("CPUs=")).removeprefix("CPUs=")
+        assert node == [f"idle|{cpus}|gpu:3|local*"]  # this machine's CPUs, as slurmd counts them
+        conf = (folder / "slurm.conf").read_text()
+        assert (
+            "(127.0.0.1)" in conf
+            and "NodeAddr=127.0.0.1" in conf
+            and "AutoDetect=off" in (folder / "gres.conf").read_text()
+        )
+        again = subprocess.run([str(SCRIPT), "up", str(folder)], env=env, capture_output=True, text=True)
+        assert again.returncode == 1 and "already runs" in again.stderr
+        pids = [int((folder / f).read_text()) for f in ("slurmd.pid", "slurmctld.pid", "munge/munged.pid")]
+    finally:
+        down = subprocess.run([str(SCRIPT), "down", str(folder)], capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not folder.exists()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
 
 
 # ---- job states without a cluster: fake sacct and squeue ----------------------------------------------

@@ -47,8 +47,11 @@ __all__ = ["SlurmLauncher", "StateWatcher", "WatchedSlurmJob", "poll_seconds"]
 
 log = logging.getLogger("ctrbench")
 POLL_ENV = "CTRBENCH_SLURM_POLL_S"
-GONE = "GONE"  # seen by squeue, then no longer known to slurmctld: ended MinJobAge ago
+# seen by squeue, then unknown to slurmctld: a pending array task cancelled (it vanishes at once), or a
+# job that ended more than MinJobAge (300 s by default) before this poll
+GONE = "GONE"
 _HEADER = "JobID|State|NodeList"
+CLIENT_TIMEOUT_S = 60  # a sacct or squeue call that hangs (controller unreachable) counts as failed
 
 
 def poll_seconds() -> float:
@@ -83,10 +86,10 @@ class StateWatcher(SlurmInfoWatcher):
         self._num_calls += 1
         ids = [command[i + 1] for i, arg in enumerate(command) if arg == "-j"]
         try:
-            self._output = subprocess.check_output(command, stderr=subprocess.PIPE)
+            self._output = subprocess.check_output(command, stderr=subprocess.PIPE, timeout=CLIENT_TIMEOUT_S)
             self.source = "sacct"
             self._info_dict.update(self.read_info(self._output))
-        except (OSError, subprocess.CalledProcessError):
+        except (OSError, subprocess.SubprocessError):
             self._from_squeue(ids)
         self._last_status_check = time.time()
         for job_id in self._registered - self._finished:
@@ -98,7 +101,11 @@ class StateWatcher(SlurmInfoWatcher):
             log.info("sacct gives no job states here (no accounting database): asking squeue")
         self.source = "squeue"
         command = ["squeue", "--noheader", "--states=all", "--format=%i|%T|%N", "--jobs", ",".join(ids)]
-        result = subprocess.run(command, capture_output=True, text=True)
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("squeue failed (%s): job states may be stale", exc)
+            return
         if result.returncode != 0 and "Invalid job id" not in result.stderr:
             log.warning("squeue failed (%s): job states may be stale", result.stderr.strip())
             return

@@ -395,3 +395,22 @@ def test_presets_fit_a_cluster(compose_cfg) -> None:
     assert gpu._target_ == cpu._target_ == SLURM_TARGET
     assert (gpu.gpus_per_task, gpu.cpus_per_task, gpu.mem_gb, gpu.timeout_min) == (1, 4, 32, 120)
     assert (cpu.gpus_per_task, cpu.cpus_per_task, cpu.mem_gb, cpu.timeout_min) == (None, 4, 16, 120)
+
+
+def test_a_slurm_job_uses_as_many_torch_threads_as_it_has_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from ctrbench.launcher.slurm_launcher import use_allocated_cpus
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
+        assert use_allocated_cpus() == 3 and torch.get_num_threads() == 3
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice wins
+        assert use_allocated_cpus() is None
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.delenv("SLURM_CPUS_PER_TASK")  # not in a Slurm job (or no --cpus-per-task)
+        assert use_allocated_cpus() is None
+    finally:
+        torch.set_num_threads(before)

@@ -9,12 +9,14 @@ it (``AccountingStorageType=accounting_storage/none``) a cancelled job, which ne
 is waited for forever.
 
 :class:`SlurmLauncher` submits exactly as ``submitit_slurm`` (one job array, one Slurm job per Hydra
-job) and differs in two ways:
+job) and differs in three ways:
 
 * a job that ended without a result becomes that job's return (value NaN) and its own record: the
   job's ``result.json`` says ``interrupted`` — written by the job itself on Slurm's SIGTERM
   (:mod:`ctrbench.engine.interrupt`), or here when the job was cancelled before it started or killed
   before it could write — so the sweep goes on and its summary lists the job;
+* a job's torch uses as many threads as Slurm gave it CPUs (``cpus_per_task``), unless
+  ``OMP_NUM_THREADS`` is set;
 * job states come from ``sacct`` when accounting works, else from ``squeue --states=all``, which
   shows finished jobs (cancelled ones included) until ``MinJobAge`` (default 300 s) has passed; a
   job that was seen and is no longer known to the controller counts as ended. States are polled at
@@ -43,7 +45,7 @@ from omegaconf import OmegaConf, open_dict, read_write
 from submitit.core.utils import FailedJobError, UncompletedJobError
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-__all__ = ["SlurmLauncher", "StateWatcher", "WatchedSlurmJob", "poll_seconds"]
+__all__ = ["SlurmLauncher", "StateWatcher", "WatchedSlurmJob", "poll_seconds", "use_allocated_cpus"]
 
 log = logging.getLogger("ctrbench")
 POLL_ENV = "CTRBENCH_SLURM_POLL_S"
@@ -133,8 +135,26 @@ class WatchedSlurmJob(SlurmJob):
         return super().results()
 
 
+def use_allocated_cpus() -> int | None:
+    """In a Slurm job: torch uses as many threads as the job has CPUs (``SLURM_CPUS_PER_TASK``), unless
+    ``OMP_NUM_THREADS`` says otherwise (where Slurm does not bind tasks to their CPUs, torch would
+    otherwise start one thread per core of the node). Returns the threads set, or None."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if os.environ.get("OMP_NUM_THREADS") or not cpus.isdigit() or int(cpus) < 1:
+        return None
+    import torch
+
+    torch.set_num_threads(int(cpus))
+    return int(cpus)
+
+
 class SlurmLauncher(SubmititSlurmLauncher):
     """``submitit_slurm`` whose sweep goes on past a job that ended without a result (see module doc)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """One job, in its Slurm job: torch threads for its CPUs, then submitit_slurm's job."""
+        use_allocated_cpus()
+        return super().__call__(*args, **kwargs)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit

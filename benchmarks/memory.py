@@ -24,7 +24,8 @@ and ``/proc/<pid>/smaps`` (the mappings of files under the cache folder) are rea
 * **data memory** = ``cache`` + max(0, ``anon`` − the reference worker's peak ``anon``): the mapped
   dataset plus whatever heap grows beyond a worker that trains the same job without data.
 
-Reported per run: the peak over time of the workers' summed Pss and summed data memory; the goal is
+Reported per run: the peak over sampling rounds (once every worker's mapped pages have settled) of the
+workers' summed Pss and summed data memory; the goal is
 summed data memory of N workers ≤ 1.3 × one worker's. ``--code DIR`` runs the sweeps with another
 checkout first on ``PYTHONPATH`` (e.g. an older version, for a before/after comparison); the cache
 folder then goes through ``$CTRBENCH_CACHE``.
@@ -32,7 +33,8 @@ folder then goes through ``$CTRBENCH_CACHE``.
 **Batch building.** Random batches (``--sizes``, histories as DIN/DIEN read them: every sequence
 field of the schema gathered and padded) from :class:`~ctrbench.engine.batches.ArrayBatches` over
 in-heap copies of the training arrays vs over the cache's maps, same index vectors, interleaved
-rounds after both are resident; prints the median time per batch and the ratio maps / heap.
+rounds (alternating which goes first) after both are resident; prints the median time per batch and
+the median over rounds of the ratio maps / heap.
 
 Not a test: numbers depend on the machine (and on what else runs on it).
 """
@@ -197,7 +199,10 @@ def run_sweep(args: argparse.Namespace, name: str, users: int, jobs: int) -> Run
     console.print(f"[bold]{name}[/bold]: {shlex.join(command)}")
     started = time.perf_counter()
     log = open(args.out / f"{name.replace(' ', '_')}.log", "w")
-    proc = subprocess.Popen(command, cwd=ROOT, env=environment(args), stdout=log, stderr=subprocess.STDOUT)
+    # cwd outside the checkout: `python -m` puts the cwd first on sys.path, before --code
+    proc = subprocess.Popen(
+        command, cwd=args.out, env=environment(args), stdout=log, stderr=subprocess.STDOUT
+    )
     watch = Watch(proc.pid, str(Path(args.cache).resolve()), args.interval)
     thread = threading.Thread(target=watch.run, daemon=True)
     thread.start()
@@ -215,14 +220,21 @@ def run_sweep(args: argparse.Namespace, name: str, users: int, jobs: int) -> Run
 
 
 def summed_peak(run: Run, value: Callable[[Sample], float]) -> tuple[float, list[Sample]]:
-    """Peak over sampling rounds of the workers' summed ``value`` (all workers read back to back in a
-    round, so a page counts once whichever process maps it), and the samples of that round."""
+    """Peak over sampling rounds of the workers' summed ``value``, and the samples of that round.
+
+    The workers of a round are read one after the other, so while one is still mapping new pages the
+    others' Pss of those pages is not yet divided: such rounds are left out (when any other is left),
+    and a page mapped by every worker counts once in the sum."""
     rounds: dict[float, list[Sample]] = {}
+    unsettled: set[float] = set()  # a worker still mapping new pages: its Pss and the others' disagree
     for ss in run.samples.values():
-        for s in ss:
+        for before, s in zip([None, *ss], ss, strict=False):
             rounds.setdefault(s.t, []).append(s)
+            if before is None or abs(s.cache_rss - before.cache_rss) > 0.01 * max(s.cache_rss, 1):
+                unsettled.add(s.t)
+    settled = [now for t, now in rounds.items() if t not in unsettled] or list(rounds.values())
     best, at = 0.0, []
-    for now in rounds.values():
+    for now in settled:
         total = sum(value(s) for s in now)
         if total > best:
             best, at = total, now
@@ -295,7 +307,7 @@ def sweeps(args: argparse.Namespace) -> None:
         f"(goal ≤ 1.3×), Σ Pss {b['pss'] / a['pss']:.2f}×[/bold]"
     )
     pids = sorted({r["placement"]["pid"] for r in many.records if "placement" in r})
-    console.print(f"{args.jobs}-worker sweep: jobs ran in processes {pids}; commands above (cwd {ROOT})")
+    console.print(f"{args.jobs}-worker sweep: jobs ran in processes {pids}; commands above (cwd {args.out})")
 
 
 # ---- batch building ------------------------------------------------------------------------------
@@ -324,8 +336,8 @@ def batch_building(args: argparse.Namespace) -> None:
         "maps": ArrayBatches(mapped, data.schema, data.sequences),
     }
     n = len(mapped)
-    table = Table(title=f"ArrayBatches, {n:,} training rows, random batches, 1 thread (median µs per batch)")
-    for col in ("batch", "heap", "maps", "maps / heap"):
+    table = Table(title=f"ArrayBatches over {n:,} training rows: µs per random batch (median), 1 thread")
+    for col in ("batch", "heap", "maps", "maps / heap (median of paired rounds)"):
         table.add_column(col, justify="right")
     generator = torch.Generator().manual_seed(0)
     for size in args.sizes:
@@ -340,8 +352,14 @@ def batch_building(args: argparse.Namespace) -> None:
                     batches[i]
                 times[kind].append((time.perf_counter() - t0) / len(idx) * 1e6)
         heap_us, maps_us = statistics.median(times["heap"]), statistics.median(times["maps"])
-        table.add_row(str(size), f"{heap_us:,.0f}", f"{maps_us:,.0f}", f"{maps_us / heap_us:.3f}")
+        paired = statistics.median(m / h for m, h in zip(times["maps"], times["heap"], strict=True))
+        table.add_row(str(size), f"{heap_us:,.0f}", f"{maps_us:,.0f}", f"{paired:.3f}")
     console.print(table)
+    r = rollup(os.getpid())
+    console.print(
+        f"huge pages: heap copies {r.get('AnonHugePages', 0) / 1024:,.0f} MiB (transparent huge pages), "
+        f"cache maps {r.get('FilePmdMapped', 0) / 1024:,.0f} MiB"
+    )
 
 
 def main() -> None:

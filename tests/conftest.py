@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -13,6 +15,14 @@ import pytest
 from ctrbench import registry
 
 ROOT = Path(__file__).resolve().parents[1]
+# Dataset caches built by the tests (the synthetic data is cached too) go to one folder of this session,
+# shared by every test and the CLI subprocesses, never into the user's ~/.cache/ctrbench.
+TEST_CACHE = tempfile.mkdtemp(prefix="ctrbench-test-cache-")
+os.environ["CTRBENCH_CACHE"] = TEST_CACHE
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # Every model of the two papers' tables, in the papers' order.
 PAPER_MODELS = [

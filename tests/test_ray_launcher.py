@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -31,6 +32,8 @@ from ctrbench.launcher.ray_launcher import forwarded_env, resource_problem, task
 VENV_BIN = Path(sys.executable).parent
 # Ray advertises the loopback address (and binds its servers to it) only when its "cluster" mode is off
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_DEDUP_LOGS": "0"}
+# Ray's token authentication with a token of these tests' own: nothing read from or written to ~/.ray
+RAY_ENV.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
 SWEEP = [
     "-m",
     "hydra/launcher=ray_gpus",
@@ -100,6 +103,8 @@ def ray_cluster() -> Iterator[str]:
     # an inherited thread count the jobs must not keep (Ray leaves OMP_NUM_THREADS alone when it is set)
     env = dict(os.environ, **RAY_ENV, OMP_NUM_THREADS="3")
     env.pop("CUDA_VISIBLE_DEVICES", None)
+    log_path = Path(temp_dir) / "head.log"
+    log = open(log_path, "wb")  # noqa: SIM115  closed in the finally below
     head = subprocess.Popen(
         [
             str(VENV_BIN / "ray"),
@@ -117,28 +122,22 @@ def ray_cluster() -> Iterator[str]:
             f"--temp-dir={temp_dir}",
         ],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,  # a file: a full pipe would stall `ray start`
         start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60
-        while True:
-            up = subprocess.run(
-                [str(VENV_BIN / "ray"), "status", f"--address={address}"],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            if up.returncode == 0 and "GPU" in up.stdout:
-                break
+        while "Ray runtime started" not in log_path.read_text(errors="replace"):
             if head.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Ray cluster did not start: {head.stderr.read().decode()[-2000:]}")
-            time.sleep(0.5)
+                raise RuntimeError(f"the Ray cluster did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.25)
         yield address
     finally:
         _kill(_ray_pids(temp_dir, {head.pid}))
         head.wait(timeout=30)
+        log.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -153,17 +152,19 @@ def _run(args: list[str], cwd: Path, extra_path: Path | None = None, temp_dir: s
         [sys.executable, "-m", "ctrbench", *args],
         cwd=cwd,
         env=env,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
+    out, err = "", ""
     try:
         out, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            _kill({proc.pid})
+            out, err = proc.communicate(timeout=30)
         if temp_dir is not None:
             _kill(_ray_pids(temp_dir, set()))
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid

@@ -23,6 +23,8 @@ os.environ["CTRBENCH_CACHE"] = TEST_CACHE
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(TEST_CACHE, ignore_errors=True)
+
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 # Every model of the two papers' tables, in the papers' order.
 PAPER_MODELS = [

@@ -54,6 +54,7 @@ def _evaluate_checkpoint(cfg, path: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+@pytest.mark.cluster
 def test_two_processes_train_and_evaluate_like_one(tmp_path: Path, compose_cfg) -> None:
     """``trainer.devices=2 trainer.strategy=ddp`` (gloo, two processes Lightning starts itself) against
     one process, same seed and global batch, sparse embedding tables (sparse all-reduce on gloo)."""
@@ -227,6 +228,7 @@ print(json.dumps({"rows": got, "error": error}))
 """
 
 
+@pytest.mark.cluster
 def test_gather_and_agreement_over_a_real_two_process_group() -> None:
     from test_torchrun import _free_port
 

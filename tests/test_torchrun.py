@@ -37,6 +37,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.cluster
 @pytest.mark.skipif(not Path(TORCHRUN).exists(), reason="torchrun is not installed")
 def test_two_torchrun_nodes_train_one_job_written_once(tmp_path: Path, compose_cfg) -> None:
     out = tmp_path / "job"

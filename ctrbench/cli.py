@@ -278,8 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ctrbench: warning: {problem}", file=sys.stderr)
     except (registry.PluginError, LaunchError, OutputDirError) as exc:
         return _fail(str(exc))
-    import ctrbench.launcher.ray_plugin  # noqa: F401  registers hydra/launcher=ray_gpus's launcher class
-    import ctrbench.launcher.slurm_plugin  # noqa: F401  registers hydra/launcher=slurm's launcher class
+    import ctrbench.launcher.hydra_launchers  # noqa: F401  registers the ray_gpus and slurm launcher classes
     import ctrbench.sweeper.plugin  # noqa: F401  registers hydra/sweeper=optuna (Hydra plugin + ConfigStore)
 
     _register_search_path()

@@ -384,7 +384,7 @@ def test_a_running_record_left_by_a_killed_job_becomes_interrupted(tmp_path: Pat
 def test_presets_fit_a_cluster(compose_cfg) -> None:
     from hydra import compose
 
-    from ctrbench.launcher.slurm_plugin import SLURM_TARGET
+    from ctrbench.launcher.hydra_launchers import SLURM_TARGET
 
     def launcher(option: str) -> Any:
         return compose(

@@ -330,18 +330,6 @@ class ArrayCache:
     def key(self, files: Sequence[Path], options: dict[str, Any]) -> str:
         return cache_key(self.dataset, self.version, file_digests(files, self.root), options)
 
-    def _hit(self, folder: Path, key: str) -> CachedData | None:
-        if not (folder / MANIFEST).is_file():
-            return None
-        try:
-            cached = _load(folder)
-        except (OSError, ValueError, KeyError, TypeError):
-            shutil.rmtree(folder, ignore_errors=True)  # damaged by hand: rebuild
-            return None
-        cached.data.info["cache"] = str(folder)
-        cached.data.info["fingerprint"] = key  # raw files' sha256 + protocol options
-        return cached
-
     def load_or_build(
         self, files: Sequence[Path], options: dict[str, Any], build: Callable[[], CachedData]
     ) -> CachedData:

@@ -161,3 +161,7 @@ class DatasetSplits:
     # Optional: re-draw per-epoch randomness (e.g. auxiliary-loss negatives) *in place* in the
     # arrays above; the engine calls it with the epoch number before every training epoch.
     resample: Callable[[int], None] | None = None
+    # Optional: the raw id behind every embedding row, per table: ``vocabularies[table][i]`` is the raw
+    # value (as a string) that row i of the table embeds; row 0 (padding / unknown) is "". Stored with
+    # the dataset's cache; a warm-started run maps an old run's rows to the new data's rows through them.
+    vocabularies: dict[str, np.ndarray] | None = None

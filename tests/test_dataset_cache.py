@@ -299,3 +299,15 @@ def test_unzip_into_the_archives_top_folder(tmp_path) -> None:
     (tmp_path / "bad.zip").write_bytes(b"not a zip")
     with pytest.raises(DownloadError, match="is not a valid zip archive"):
         unzip(tmp_path / "bad.zip", tmp_path / "out")
+
+
+def test_vocabularies_are_stored_with_the_arrays_and_mapped_back_as_strings(tmp_path: Path) -> None:
+    built = toy()
+    built.data.vocabularies = {"item": np.array(["", "a17", "b2"]), "user": np.array([0, 31, 4])}
+    cache = ArrayCache("toy", version=1, cache_dir=str(tmp_path))
+    first = cache.load_or_build([], {"n": 1}, lambda: built)
+    again = cache.load_or_build([], {"n": 1}, lambda: pytest.fail("a hit must not build"))
+    for data in (first.data, again.data):
+        assert isinstance(data.vocabularies["item"], np.memmap)
+        assert data.vocabularies["item"].tolist() == ["", "a17", "b2"]
+        assert data.vocabularies["user"].tolist() == ["0", "31", "4"]

@@ -202,6 +202,8 @@ def _save(cached: CachedData, folder: Path) -> None:
         "splits": {},
         "extras": {k: put(v) for k, v in cached.extras.items()},
         "sequences": None,
+        # raw id of every embedding row per table (fixed-width unicode, no pickle), for warm starts
+        "vocabularies": {k: put(np.asarray(v).astype(str)) for k, v in (data.vocabularies or {}).items()},
     }
     for name in SPLIT_NAMES:
         split: Split = getattr(data, name)
@@ -248,8 +250,15 @@ def _load(folder: Path) -> CachedData:
         if seqs is not None
         else None
     )
+    vocabularies = {k: get(v) for k, v in manifest.get("vocabularies", {}).items()} or None
     data = DatasetSplits(
-        schema, splits["train"], splits["val"], splits["test"], sequences=sequences, info=info
+        schema,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        sequences=sequences,
+        info=info,
+        vocabularies=vocabularies,
     )
     return CachedData(data, {k: get(v) for k, v in manifest["extras"].items()})
 

@@ -31,6 +31,20 @@ The arrays are generated once per machine and cached like a real dataset's
 (:mod:`ctrbench.datasets.cache`, ``dataset.cache_dir``), keyed by the options, the sha256 of this
 file and numpy's version: the jobs of a sweep map one shared copy instead of generating one each.
 When the cache folder cannot be written the arrays are generated in memory (with a warning).
+
+Days (``dataset.days=[first, last]``): the same process laid out on a fixed timeline of ``n_days``
+days, for daily retraining. Each user's behaviours fall on sorted uniform times over the timeline;
+a share ``new_item_frac`` of the items is released on a later day (uniform over days 2..n_days; every
+category's most popular item exists from day 1) and is never shown before it; every item's
+log-popularity follows a daily Gaussian random walk (std ``pop_drift``). Behaviours, negatives and
+candidates of a day are drawn by that day's popularity, and ``pop(i)`` in the click score is the
+day's. The whole timeline is drawn (so a row's label is the same in every day range) and the rows of
+days ``first..last`` are the training split; the rows of day ``last + 1`` are validation and test (the
+users split in the proportion ``val_frac : test_frac``, the same users on every day). Embedding rows
+hold only the ids the range's arrays use, numbered in raw id order, and ``vocabularies`` gives the raw
+id (the global ``user``/``item``/``cat``/... number, as a string) behind every row, so a model of one
+range continues on the next one by raw id (``init_from``). The default (``days=null``) is the plain
+data above, unchanged, without vocabularies: its rows are the raw ids.
 """
 
 from __future__ import annotations
@@ -79,6 +93,10 @@ class SyntheticConfig:
     val_frac: float = 0.1
     test_frac: float = 0.1
     seed: int = 0
+    days: list[int] | None = None  # [first, last]: train on these days of the timeline, evaluate on the next
+    n_days: int = 10  # length of the timeline (with days)
+    new_item_frac: float = 0.3  # share of items released after day 1 (with days)
+    pop_drift: float = 0.3  # std of each item's daily log-popularity random walk (with days)
     cache_dir: str = ""  # where the generated arrays are cached ($CTRBENCH_CACHE, ~/.cache/ctrbench)
 
 
@@ -123,6 +141,24 @@ def _validate(c: SyntheticConfig) -> None:
         raise bad("test_frac", f"< 1 - val_frac ({1 - c.val_frac:g}) so that training rows remain")
     if c.split == "user" and c.n_users < 3:
         raise bad("n_users", "an integer >= 3 with split=user (one user per split at least)")
+    if c.n_days < 2:
+        raise bad("n_days", "an integer >= 2 (a day to train on and the day after to evaluate on)")
+    if not 0 <= c.new_item_frac < 1:
+        raise bad("new_item_frac", "in [0, 1)")
+    if not (np.isfinite(c.pop_drift) and c.pop_drift >= 0):
+        raise bad("pop_drift", "a number >= 0")
+    if c.days is not None:
+        days = list(c.days)
+        if len(days) != 2 or not all(isinstance(d, int) and not isinstance(d, bool) for d in days):
+            raise bad("days", "[first, last], two whole days, e.g. [1,5]")
+        if not 1 <= days[0] <= days[1] < c.n_days:
+            raise bad(
+                "days",
+                f"[first, last] with 1 <= first <= last < n_days ({c.n_days}), the day after last "
+                "being the evaluation day",
+            )
+        if c.split != "time":
+            raise bad("split", "time with dataset.days (train on the days, evaluate on the day after)")
 
 
 class _Catalog:
@@ -139,10 +175,8 @@ class _Catalog:
         rank = np.arange(c.n_items) - self.start[block_cat]
         w = (rank + 1.0) ** -c.item_alpha
         w *= (cat_p / np.add.reduceat(w, self.start))[block_cat]
-        self.cum = np.cumsum(w)
-        self.cum /= self.cum[-1]
-        self.cum_lo = np.concatenate([[0.0], self.cum])[self.start]
-        self.cum_hi = self.cum[self.stop - 1]
+        self.weight = w  # popularity by block index
+        self.cum, self.cum_lo, self.cum_hi = _cumulative(w, self.start, self.stop)
         self.cat_cum = np.cumsum(cat_p)
         self.cat_cum /= self.cat_cum[-1]
         # Shuffled ids: block index → item id (1-based), block category → category id (1-based).
@@ -169,6 +203,78 @@ class _Catalog:
         idx = np.searchsorted(self.cum, lo + rng.random(len(block_cats)) * (hi - lo), side="right")
         idx = np.clip(idx, self.start[block_cats], self.stop[block_cats] - 1)
         return self.item_id[idx]
+
+
+def _cumulative(w: np.ndarray, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Normalised cumulative popularity and its value before/at the end of every category block."""
+    cum = np.cumsum(w)
+    cum /= cum[-1]
+    return cum, np.concatenate([[0.0], cum])[start], cum[stop - 1]
+
+
+class _Timeline:
+    """Item releases and drifting popularity per day (module docstring), from its own generators so
+    that the draws of the plain data do not move."""
+
+    def __init__(self, c: SyntheticConfig, cat: _Catalog) -> None:
+        g = np.random.default_rng([c.seed, 2])
+        self.cat, self.n_days, self.seed = cat, c.n_days, c.seed
+        n = len(cat.weight)
+        late = g.random(n) < c.new_item_frac
+        late[cat.start] = False  # a category's most popular item exists from day 1: no block is empty
+        self.release = np.ones(n, dtype=np.int64)  # by block index
+        self.release[late] = g.integers(2, c.n_days + 1, size=int(late.sum()))
+        walk = np.cumsum(g.normal(0.0, c.pop_drift, size=(c.n_days, n)), axis=0)
+        walk -= walk[0]  # day 1 has the base popularity
+        self.days = []  # per day: (cum, cum_lo, cum_hi); weights 0 before an item's release
+        self.log_pop = np.zeros((c.n_days + 1, n + 1))  # [day, item id]
+        for d in range(1, c.n_days + 1):
+            w = cat.weight * np.exp(walk[d - 1]) * (self.release <= d)
+            self.days.append(_cumulative(w, cat.start, cat.stop))
+            with np.errstate(divide="ignore"):
+                self.log_pop[d, cat.item_id] = np.log(w)
+        self.item_release = np.zeros(n + 1, dtype=np.int64)  # by item id
+        self.item_release[cat.item_id] = self.release
+
+    def behaviour_days(self, owner: np.ndarray) -> np.ndarray:
+        """Day (1..n_days) of every behaviour: sorted uniform times per user (owner is sorted)."""
+        t = np.random.default_rng([self.seed, 3]).random(len(owner)) * self.n_days
+        t = t[np.lexsort((t, owner))]
+        return np.minimum(t.astype(np.int64) + 1, self.n_days)
+
+    def sample(self, rng: np.random.Generator, days: np.ndarray) -> np.ndarray:
+        """One item id per entry, drawn by the popularity of its day."""
+        out = np.empty(len(days), dtype=np.int64)
+        u = rng.random(len(days))
+        for d in np.unique(days):
+            at = np.flatnonzero(days == d)
+            cum = self.days[d - 1][0]
+            idx = np.minimum(np.searchsorted(cum, u[at], side="right"), len(cum) - 1)
+            out[at] = self.cat.item_id[self._released(idx, d)]
+        return out
+
+    def sample_in(self, rng: np.random.Generator, block_cats: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """One item id per entry, drawn by its day's popularity inside the given category blocks."""
+        out = np.empty(len(days), dtype=np.int64)
+        u = rng.random(len(days))
+        start, stop = self.cat.start, self.cat.stop
+        for d in np.unique(days):
+            at = np.flatnonzero(days == d)
+            cum, cum_lo, cum_hi = self.days[d - 1]
+            b = block_cats[at]
+            lo, hi = cum_lo[b], cum_hi[b]
+            idx = np.clip(np.searchsorted(cum, lo + u[at] * (hi - lo), side="right"), start[b], stop[b] - 1)
+            out[at] = self.cat.item_id[self._released(idx, d)]
+        return out
+
+    def _released(self, idx: np.ndarray, day: int) -> np.ndarray:
+        """Block indices, an item not released on ``day`` (a rounding edge of the clip) replaced by its
+        category's most popular item, which exists from day 1."""
+        late = self.release[idx] > day
+        if late.any():
+            idx = idx.copy()
+            idx[late] = self.cat.start[np.searchsorted(self.cat.start, idx[late], side="right") - 1]
+        return idx
 
 
 def _distinct_interests(rng: np.random.Generator, cat: _Catalog, n_users: int, k: int) -> np.ndarray:
@@ -205,6 +311,45 @@ def _solve_bias(s: np.ndarray, target: float) -> float:
     return 0.5 * (lo + hi)
 
 
+TABLE_COLUMNS = {  # table → the row columns and sequence columns holding its ids
+    "user": (("user",), ()),
+    "user_seg": (("user_seg",), ()),
+    "item": (("item",), ("hist_item", "neg_hist_item")),
+    "cat": (("cat",), ("hist_cat", "neg_hist_cat")),
+    "ctx": (("ctx",), ()),
+}
+
+
+def _renumber(splits: list[Split], sequences: Sequences) -> dict[str, np.ndarray]:
+    """Renumber every table's ids in place to 1..n in raw id order, over the ids the arrays use;
+    returns the vocabularies (row i → raw id as a string, row 0 = "")."""
+    vocabularies = {}
+    for table, (row_cols, seq_cols) in TABLE_COLUMNS.items():
+        used = [s.columns[k] for s in splits for k in row_cols] + [sequences.columns[k] for k in seq_cols]
+        raw = np.unique(np.concatenate(used))
+        raw = raw[raw != 0]
+        row = np.zeros(int(raw.max()) + 1, dtype=np.int64)
+        row[raw] = np.arange(1, len(raw) + 1)
+        for s in splits:
+            for k in row_cols:
+                s.columns[k] = row[s.columns[k]]
+        for k in seq_cols:
+            sequences.columns[k] = row[sequences.columns[k]]
+        width = len(str(int(raw.max())))
+        vocabularies[table] = np.concatenate([np.array([""], dtype=f"U{width}"), raw.astype(f"U{width}")])
+    return vocabularies
+
+
+def _row_item_cat(item_cat: np.ndarray, vocabularies: dict[str, np.ndarray]) -> np.ndarray:
+    """Item row → category row, for renumbered tables."""
+    items = vocabularies["item"][1:].astype(np.int64)
+    cat_row = np.zeros(len(item_cat) and int(item_cat.max()) + 1, dtype=np.int64)
+    cat_row[vocabularies["cat"][1:].astype(np.int64)] = np.arange(1, len(vocabularies["cat"]))
+    out = np.zeros(len(items) + 1, dtype=np.int64)
+    out[1:] = cat_row[item_cat[items]]
+    return out
+
+
 class SyntheticDataset:
     """Generated multi-interest CTR data; see the module docstring for the process."""
 
@@ -215,16 +360,24 @@ class SyntheticDataset:
         self.config = config
         self.item_cat: np.ndarray | None = None  # item id → category id, filled by load()
 
-    def schema(self) -> Schema:
+    def schema(self, rows: dict[str, int] | None = None) -> Schema:
+        """The fields; ``rows`` (table → embedding rows) for a day range, whose tables hold its ids only."""
         c = self.config
-        n_item, n_cat = c.n_items + 1, c.n_cats + 1
+        rows = rows or {
+            "user": c.n_users + 1,
+            "user_seg": c.n_segments + 1,
+            "item": c.n_items + 1,
+            "cat": c.n_cats + 1,
+            "ctx": c.n_ctx + 1,
+        }
+        n_item, n_cat = rows["item"], rows["cat"]
         return Schema(
             fields=(
-                Field("user", "categorical", vocab=c.n_users + 1),
-                Field("user_seg", "categorical", vocab=c.n_segments + 1),
+                Field("user", "categorical", vocab=rows["user"]),
+                Field("user_seg", "categorical", vocab=rows["user_seg"]),
                 Field("item", "categorical", vocab=n_item),
                 Field("cat", "categorical", vocab=n_cat),
-                Field("ctx", "categorical", vocab=c.n_ctx + 1),
+                Field("ctx", "categorical", vocab=rows["ctx"]),
                 Field("hist_item", "sequence", vocab=n_item, table="item", length="hist_len"),
                 Field("hist_cat", "sequence", vocab=n_cat, table="cat", length="hist_len"),
                 Field(
@@ -264,6 +417,7 @@ class SyntheticDataset:
         c = self.config
         rng = np.random.default_rng(c.seed)
         cat = _Catalog(c, rng)
+        timeline = _Timeline(c, cat) if c.days is not None else None
 
         # Users: interests, weights, segment, random effects, sequence lengths.
         interests = _distinct_interests(rng, cat, c.n_users, c.n_interests)
@@ -279,6 +433,11 @@ class SyntheticDataset:
         n_beh = int(offsets[-1])
         owner = np.repeat(np.arange(c.n_users), lengths)
         pos = np.arange(n_beh) - offsets[owner]
+        day = timeline.behaviour_days(owner) if timeline is not None else None
+
+        def sample(rows: np.ndarray) -> np.ndarray:
+            """Items drawn by popularity (that of each behaviour's day on a timeline)."""
+            return cat.sample(rng, len(rows)) if timeline is None else timeline.sample(rng, day[rows])
 
         # Active interest: Markov switching, forward-filled from the last redraw.
         redraw = (rng.random(n_beh) < c.switch_prob) | (pos == 0)
@@ -289,13 +448,16 @@ class SyntheticDataset:
         # Behaviours (and one sampled negative per position, different from the real item).
         noisy = rng.random(n_beh) < c.noise
         beh_block = np.where(noisy, cat.sample_cats(rng, n_beh), active)
-        beh_item = cat.sample_in(rng, beh_block)
-        neg_item = cat.sample(rng, n_beh)
+        if timeline is None:
+            beh_item = cat.sample_in(rng, beh_block)
+        else:
+            beh_item = timeline.sample_in(rng, beh_block, day)
+        neg_item = sample(np.arange(n_beh))
         for _ in range(100):
             same = np.flatnonzero(neg_item == beh_item)
             if not len(same):
                 break
-            neg_item[same] = cat.sample(rng, len(same))
+            neg_item[same] = sample(same)
         same = neg_item == beh_item
         neg_item[same] = beh_item[same] % c.n_items + 1
         beh_cat = cat.item_cat[beh_item]
@@ -305,11 +467,11 @@ class SyntheticDataset:
         n_cand = 1 + c.negatives
         cand = np.empty((len(tgt), n_cand), dtype=np.int64)
         cand[:, 0] = beh_item[tgt]
-        cand[:, 1:] = cat.sample(rng, len(tgt) * c.negatives).reshape(len(tgt), c.negatives)
+        cand[:, 1:] = sample(np.repeat(tgt, c.negatives)).reshape(len(tgt), c.negatives)
         cand_cat = cat.item_cat[cand]
         share = self._history_share(beh_cat, tgt, pos[tgt], cand_cat)
         match = cand_cat == cat.cat_id[active[tgt]][:, None]
-        lp = cat.log_pop[cand]
+        lp = cat.log_pop[cand] if timeline is None else timeline.log_pop[day[tgt][:, None], cand]
         pop = (lp - lp.mean()) / max(float(lp.std()), 1e-12)
         ctx = rng.integers(1, c.n_ctx + 1, size=cand.shape)
         score = (
@@ -334,7 +496,10 @@ class SyntheticDataset:
             "ctx": ctx.ravel().astype(np.int64),
             "label": label,
         }
-        part = self._assign(rng, row_user, row_pos, lengths)
+        if timeline is None:
+            part = self._assign(rng, row_user, row_pos, lengths)
+        else:
+            part = self._days(day[row_tgt], row_user)
         splits = []
         for p, name in enumerate(("train", "val", "test")):
             m = part == p
@@ -365,9 +530,17 @@ class SyntheticDataset:
         )
         test = part == 2
         names = ("train", "val", "test")
+        vocabularies = None
+        if timeline is not None:  # the range's behaviours only (up to its evaluation day), rows renumbered
+            keep = day <= c.days[1] + 1
+            kept = np.concatenate([[0], np.cumsum(np.add.reduceat(keep.astype(np.int64), offsets[:-1]))])
+            sequences = Sequences(kept.astype(np.int64), {k: v[keep] for k, v in sequences.columns.items()})
+            vocabularies = _renumber(splits, sequences)
+            cat.item_cat = _row_item_cat(cat.item_cat, vocabularies)
         info: dict[str, object] = {
             "n_users": c.n_users,
             "n_items": c.n_items,
+            **({} if timeline is None else self._timeline_info(timeline, vocabularies, day)),
             "n_behaviours": n_beh,
             "n_rows": {n: len(s) for n, s in zip(names, splits, strict=True)},
             "pos_rate": {n: float(s.columns["label"].mean()) for n, s in zip(names, splits, strict=True)},
@@ -375,8 +548,38 @@ class SyntheticDataset:
             **({} if no_item is None else {"oracle_auc_no_item": auc(label[test], no_item[test])}),
             "gen_seconds": round(time.perf_counter() - t0, 3),
         }
-        data = DatasetSplits(self.schema(), *splits, sequences=sequences, info=info)
+        rows = None if vocabularies is None else {t: len(v) for t, v in vocabularies.items()}
+        data = DatasetSplits(
+            self.schema(rows), *splits, sequences=sequences, info=info, vocabularies=vocabularies
+        )
         return CachedData(data, {"item_cat": cat.item_cat})
+
+    def _days(self, row_day: np.ndarray, row_user: np.ndarray) -> np.ndarray:
+        """Split index per row of a timeline: 0 for the days ``first..last``, 1/2 (val/test, by user) for
+        the day after, -1 for any other day."""
+        c = self.config
+        first, last = c.days
+        val_user = np.random.default_rng([c.seed, 4]).random(c.n_users) < c.val_frac / (
+            c.val_frac + c.test_frac
+        )
+        evaluation = np.where(val_user[row_user], 1, 2)
+        in_range = (row_day >= first) & (row_day <= last)
+        return np.where(in_range, 0, np.where(row_day == last + 1, evaluation, -1)).astype(np.int8)
+
+    def _timeline_info(
+        self, timeline: _Timeline, vocabularies: dict[str, np.ndarray], day: np.ndarray
+    ) -> dict:
+        first, last = self.config.days
+        release = timeline.item_release[1:]
+        return {
+            "days": [first, last],
+            "eval_day": last + 1,
+            "items_released": int((release <= last + 1).sum()),
+            # released during the range or on its evaluation day (unknown to a model of earlier days)
+            "items_new": int(((release >= max(first, 2)) & (release <= last + 1)).sum()),
+            "rows": {t: len(v) for t, v in vocabularies.items()},
+            "behaviours_per_day": np.bincount(day, minlength=timeline.n_days + 1)[1:].tolist(),
+        }
 
     def _history_share(
         self, beh_cat: np.ndarray, tgt: np.ndarray, k: np.ndarray, cand_cat: np.ndarray

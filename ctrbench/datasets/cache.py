@@ -1,7 +1,9 @@
 """Build-once cache of a dataset's arrays (architecture §3, §7).
 
 Key = sha256 of the raw files' contents (streamed; keyed by file name, so moving the folder keeps
-the cache) + the protocol options that change the arrays + the plugin's format version. A build
+the cache) + the protocol options that change the arrays + the plugin's format version. A folder of
+Parquet shards (too large to hash whole) is keyed by each shard's relative path, size, mtime and the
+sha256 of its Parquet footer instead (:func:`parquet_footer_digests`). A build
 writes ``<cache_dir>/<dataset>/<key>/`` — ``manifest.json`` (schema, which .npy holds what),
 numbered ``.npy`` arrays and ``stats.json`` — into a temporary folder that is renamed when
 complete, so a cache folder is never half-written. A hit memory-maps the arrays (copy-on-write,
@@ -56,6 +58,7 @@ MANIFEST = "manifest.json"
 STATS = "stats.json"
 DIGESTS = "file_digests.json"
 _CHUNK = 1 << 22
+_FOOTER_FALLBACK = 1 << 16  # bytes hashed at the end of a file that is not Parquet
 SPLIT_NAMES = ("train", "val", "test")
 STALE_TMP_S = 6 * 3600
 LOCKS = ".locks"
@@ -151,6 +154,26 @@ def file_digests(paths: Iterable[Path], root: Path) -> dict[str, str]:
     if changed:
         root.mkdir(parents=True, exist_ok=True)
         _write_json(memo_path, memo)
+    return out
+
+
+def parquet_footer_digests(root: Path, files: Iterable[Path]) -> dict[str, str]:
+    """Fingerprints of a folder of Parquet shards without reading their data: per shard (keyed by its
+    path relative to ``root``, so moving the folder keeps the cache) its size, mtime and the sha256 of
+    its footer (the file metadata: schema, row groups, column statistics and offsets; at most a few MB
+    even for a 20 GB shard). A changed, added, removed or touched shard changes the key."""
+    out = {}
+    for path in files:
+        st = path.stat()
+        with open(path, "rb") as f:
+            tail = min(st.st_size, 8)
+            f.seek(st.st_size - tail)
+            end = f.read(tail)
+            size = int.from_bytes(end[:4], "little") + 8 if end[4:] == b"PAR1" else _FOOTER_FALLBACK
+            size = min(size, st.st_size)
+            f.seek(st.st_size - size)
+            footer = hashlib.sha256(f.read(size)).hexdigest()
+        out[path.relative_to(root).as_posix()] = f"{st.st_size}:{st.st_mtime_ns}:{footer}"
     return out
 
 
@@ -336,13 +359,23 @@ class ArrayCache:
     def lock_path(self, key: str) -> Path:
         return self.root / LOCKS / f"{self.dataset}.{key}.lock"
 
-    def key(self, files: Sequence[Path], options: dict[str, Any]) -> str:
-        return cache_key(self.dataset, self.version, file_digests(files, self.root), options)
+    def key(
+        self, files: Sequence[Path], options: dict[str, Any], digests: dict[str, str] | None = None
+    ) -> str:
+        chosen = digests if digests is not None else file_digests(files, self.root)
+        return cache_key(self.dataset, self.version, chosen, options)
 
     def load_or_build(
-        self, files: Sequence[Path], options: dict[str, Any], build: Callable[[], CachedData]
+        self,
+        files: Sequence[Path],
+        options: dict[str, Any],
+        build: Callable[[], CachedData],
+        digests: dict[str, str] | None = None,
     ) -> CachedData:
         """Load the arrays for (files, options), building them first when absent.
+
+        ``digests`` (file name → fingerprint) replaces the files' sha256 in the key, e.g.
+        :func:`parquet_footer_digests` for a folder of shards too large to read for a key.
 
         ``build`` returns the splits with their statistics in ``data.info``; they are printed,
         written as ``stats.json`` and returned in ``info`` (with ``cache`` = the folder). Either way
@@ -350,7 +383,7 @@ class ArrayCache:
         process that maps them.
         """
         try:
-            key = self.key(files, options)
+            key = self.key(files, options, digests)
         except OSError as exc:
             if not self.optional:
                 raise

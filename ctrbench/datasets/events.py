@@ -34,14 +34,26 @@ Example — a log ``clicks.csv`` with columns ``uid,ad_id,ad_cat,clicked,ts,slot
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
-from ctrbench.datasets.cache import ArrayCache, CachedData, protocol_options
-from ctrbench.datasets.rawfiles import DatasetError, malformed
+from ctrbench.datasets.arrow_tables import (
+    PARQUET_SUFFIXES,
+    KeyEncoder,
+    TableSource,
+    key_strings,
+    parquet_shards,
+    row_filter,
+)
+from ctrbench.datasets.cache import ArrayCache, CachedData, parquet_footer_digests, protocol_options
+from ctrbench.datasets.rawfiles import DatasetError
 from ctrbench.datasets.sequences import (
     TEST,
     TRAIN,
@@ -51,7 +63,6 @@ from ctrbench.datasets.sequences import (
     group_by_user,
     history_ends,
     make_split,
-    remap,
     sequence_columns,
     split_stats,
     split_users,
@@ -62,15 +73,17 @@ from ctrbench.schema import DatasetSplits, Sequences
 SPLIT_MODES = ("time", "user")
 FORMATS = ("auto", "csv", "parquet")
 RESERVED = ("user", "uid", "item", "cat", "label", "hist_item", "hist_cat", "neg_hist_item", "neg_hist_cat")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LABELS = "0 or 1, true/false, yes/no, t/f, y/n"
 TIMES = "all epoch numbers, or all ISO date-times such as 2024-05-01T12:30:00"
+BOUNDARY = "a date (2024-01-07), a date-time (2024-01-07T12:00:00) or an epoch number in the column's unit"
 _TRUE = {"true": 1.0, "yes": 1.0, "t": 1.0, "y": 1.0, "false": 0.0, "no": 0.0, "f": 0.0, "n": 0.0}
+NUMBER, DATETIME = "a number", "a date-time"
 
 
 @dataclass
 class EventsConfig:
-    root: str = ""  # the table file, or the folder holding `file`
+    root: str = ""  # the table file, a folder holding `file`, or a folder of Parquet shards
     file: str = "events.csv"  # file name inside root when root is a folder
     format: str = "auto"  # auto (by extension) | csv | parquet
     sep: str = ","  # CSV delimiter
@@ -80,9 +93,12 @@ class EventsConfig:
     label: str = "label"
     timestamp: str = "timestamp"
     extra: list[str] = field(default_factory=list)  # extra categorical columns (features)
+    filter: list[Any] = field(default_factory=list)  # [[column, op, value], ...], all must hold
     split: str = "time"  # time | user
     test_frac: float = 0.1
     val_frac: float = 0.1
+    val_from: str = ""  # split=time: rows at/after this time (and before test_from) are validation
+    test_from: str = ""  # split=time: rows at/after this time are test ("" = the last test_frac)
     max_len: int = 50  # most recent earlier positives per row
     min_history: int = 1  # rows with fewer earlier positives are dropped (counted)
     user_feature: bool = False  # the user id as a feature (uid)
@@ -92,181 +108,260 @@ class EventsConfig:
 
 
 @dataclass
-class Table:
-    """Raw column values (strings from CSV, typed from Parquet) and how to name a bad row."""
+class Events:
+    """The mapped columns, typed: dense ids (1..n, sorted raw keys) and their raw keys per id column,
+    click labels (float32 0/1) and times (epoch numbers, or int64 ns for date-times)."""
 
-    path: Path
-    columns: dict[str, np.ndarray]
-    first_line: int  # line number of row 0 (CSV: 2, after the header); 0 = report row numbers
+    ids: dict[str, np.ndarray]
+    keys: dict[str, pa.Array]
+    label: np.ndarray
+    time: np.ndarray
+    time_kind: str
 
-    def where(self, row: int) -> str:
-        return f"{self.path}:{row + self.first_line}" if self.first_line else f"{self.path}, row {row}"
+
+@dataclass
+class _Problem:
+    """The first row with a value of one kind of problem, and how many rows have it."""
+
+    file: int
+    row: int
+    text: str
+    count: int = 0
 
 
-def read_csv(path: Path, columns: list[str], sep: str) -> Table:
-    """Stream the CSV, keeping only ``columns`` (as strings)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter=sep)
-        header = next(reader, None)
-        if not header:
-            raise DatasetError(f"{path} is empty (expected a header line naming the columns)")
-        _check_columns(path, header, columns)
-        index = [header.index(c) for c in columns]
-        values: list[list[str]] = [[] for _ in columns]
-        line_of_row: list[int] = []
-        for row in reader:
-            if not row:
-                continue
-            if len(row) != len(header):
-                raise malformed(
-                    path, reader.line_num, f"{len(row)} fields, the header has {len(header)}", sep.join(row)
+class EventsReader:
+    """Streams the table's record batches into :class:`Events`; every check is vectorized per batch
+    (distinct strings are parsed once per batch, never row by row)."""
+
+    def __init__(self, source: TableSource, c: EventsConfig, filter: ds.Expression | None) -> None:
+        self.source, self.c, self.filter = source, c, filter
+        self.first_time: tuple[str, str, int, int] | None = None  # (kind, text, file, row) of row 0
+        self.problems: dict[str, _Problem] = {}
+
+    def where(self, file: int, row: int) -> str:
+        return self.source.where(file, row, self.filter)
+
+    def read(self) -> Events:
+        c = self.c
+        ids = [c.user, c.item, *([c.category] if c.category else []), *c.extra]
+        encoders = {name: KeyEncoder() for name in ids}
+        labels: list[np.ndarray] = []
+        times: list[np.ndarray] = []
+        kinds: list[str] = []
+        for file, row, batch in self.source.batches([*ids, c.label, c.timestamp], self.filter):
+            at: Callable[[int], str] = lambda i, f=file, r=row: self.where(f, r + i)  # noqa: E731
+            for name in [*ids, c.label, c.timestamp]:
+                column = batch.column(name)
+                if column.null_count:
+                    first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+                    raise DatasetError(
+                        f"{at(first)}: column {name!r} is empty ({column.null_count} empty values)"
+                    )
+            for name, encoder in encoders.items():
+                values = encoder.add(batch.column(name))
+                if name in (c.user, c.item):
+                    _no_empty_keys(values, name, at)
+            labels.append(self._labels(batch.column(c.label), file, row, at))
+            time, kind = self._times(batch.column(c.timestamp), file, row, at)
+            times.append(time)
+            kinds.append(kind)
+        if not labels:
+            name = self.source.name
+            if self.filter is not None:
+                raise DatasetError(f"dataset.filter={c.filter!r} keeps none of the rows of {name}")
+            raise DatasetError(
+                f"{name} has a header but no rows" if not self.source.parquet else f"{name} has no rows"
+            )
+        self._raise_problems()
+        encoded = {name: e.finish() for name, e in encoders.items()}
+        return Events(
+            ids={k: v[0] for k, v in encoded.items()},
+            keys={k: v[1] for k, v in encoded.items()},
+            label=np.concatenate(labels),
+            time=np.concatenate(times) if len(times) > 1 else times[0],
+            time_kind=kinds[0],
+        )
+
+    def _count(self, key: str, file: int, row: int, bad: np.ndarray, shown: Callable[[int], str]) -> None:
+        if not len(bad):
+            return
+        problem = self.problems.get(key)
+        if problem is None:
+            problem = self.problems[key] = _Problem(file, row + int(bad[0]), shown(int(bad[0])))
+        problem.count += len(bad)
+
+    def _raise_problems(self) -> None:
+        c = self.c
+        for key, allowed, what in (
+            (c.label, LABELS, "not a click label"),
+            (c.timestamp, TIMES, "not a finite time"),
+        ):
+            p = self.problems.get(key)
+            if p is not None:
+                raise DatasetError(
+                    f"{self.where(p.file, p.row)}: column {key!r} has {p.text!r}, {what} "
+                    f"(allowed: {allowed}; {p.count} such rows)"
                 )
-            for out, i in zip(values, index, strict=True):
-                out.append(row[i])
-            line_of_row.append(reader.line_num)
-    if not line_of_row:
-        raise DatasetError(f"{path} has a header but no rows")
-    contiguous = line_of_row[-1] - line_of_row[0] == len(line_of_row) - 1
-    return Table(
-        path,
-        {c: np.array(v, dtype=object) for c, v in zip(columns, values, strict=True)},
-        line_of_row[0] if contiguous else 0,
-    )
 
+    def _labels(self, column: pa.Array, file: int, row: int, at: Callable[[int], str]) -> np.ndarray:
+        """The click label as 0/1: the numbers 0 and 1 or the words of ``_TRUE``; anything else (2, -1,
+        NaN) is refused rather than silently read as a click or a non-click."""
+        name = self.c.label
+        if pa.types.is_dictionary(column.type) or pa.types.is_string(column.type):
+            coded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+            words = [str(w).strip() for w in coded.dictionary.to_pylist()]
+            parsed = np.array([_label_number(w) for w in words], dtype=np.float64)
+            index = coded.indices.to_numpy()
+            not_number = np.flatnonzero(np.isinf(parsed))  # distinct values that are no number at all
+            if len(not_number):
+                first = int(np.flatnonzero(np.isin(index, not_number))[0])
+                raise DatasetError(
+                    f"{at(first)}: column {name!r} has {words[index[first]]!r}, not a number "
+                    f"(allowed: {LABELS})"
+                )
+            values = parsed[index]
 
-def read_parquet(path: Path, columns: list[str]) -> Table:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as exc:
-        raise DatasetError(
-            f"reading {path.name} needs pyarrow (pip install pyarrow), or convert it to CSV"
-        ) from exc
-    try:
-        schema = pq.read_schema(path)
-        _check_columns(path, schema.names, columns)
-        table = pq.read_table(path, columns=columns)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} is not a readable Parquet file ({exc})") from exc
-    if table.num_rows == 0:
-        raise DatasetError(f"{path} has no rows")
-    out = {}
-    for c in columns:
-        col = table.column(c)
-        if col.null_count:
-            first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DatasetError(f"{path}, row {first}: column {c!r} is empty ({col.null_count} empty values)")
-        out[c] = col.to_numpy()
-    return Table(path, out, 0)
+            def shown(i: int) -> str:
+                return words[index[i]]
+        else:
+            values = column.to_numpy(zero_copy_only=False).astype(np.float64)
 
+            def shown(i: int) -> str:
+                return str(column[i].as_py()).strip()
 
-def _check_columns(path: Path, present: list[str], wanted: list[str]) -> None:
-    missing = [c for c in wanted if c not in present]
-    if missing:
-        raise DatasetError(
-            f"{path} has no column {', '.join(map(repr, missing))} (columns: {', '.join(present)}); "
-            "map yours with dataset.user/item/category/label/timestamp/extra"
-        )
+        self._count(name, file, row, np.flatnonzero((values != 0) & (values != 1)), shown)
+        return values.astype(np.float32)
 
+    def _times(
+        self, column: pa.Array, file: int, row: int, at: Callable[[int], str]
+    ) -> tuple[np.ndarray, str]:
+        """Timestamps: numbers as they are, date-times (ISO strings or Parquet timestamps) as int64 ns.
 
-def _numbers(table: Table, column: str, allowed: str, words: dict[str, float] | None = None) -> np.ndarray:
-    """A column as float64; strings are parsed (and ``words`` such as true/false mapped)."""
-    values = table.columns[column]
-    if values.dtype.kind in "biuf":
-        return values.astype(np.float64)
-    out = np.empty(len(values))
-    for i, v in enumerate(values):
-        text = str(v).strip()
-        try:
-            out[i] = words[text.lower()] if words and text.lower() in words else float(text)
-        except ValueError:
+        A column holds one kind: an ISO date-time among epoch numbers (which would otherwise be read as
+        years, scrambling the time order) or a number among date-times is refused at the first row whose
+        kind differs from the first row's, as are NaN, infinite and NaT values.
+        """
+        kind_of = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(kind_of)
+        if pa.types.is_timestamp(kind_of) or pa.types.is_date(kind_of):
+            values, kind = (
+                column.cast(pa.timestamp("ns")).to_numpy(zero_copy_only=False).view(np.int64),
+                DATETIME,
+            )
+        elif pa.types.is_integer(kind_of):
+            values, kind = column.to_numpy(zero_copy_only=False).astype(np.int64), NUMBER
+        elif pa.types.is_floating(kind_of) or pa.types.is_boolean(kind_of):
+            values, kind = column.to_numpy(zero_copy_only=False).astype(np.float64), NUMBER
+        elif pa.types.is_string(kind_of) or pa.types.is_large_string(kind_of):
+            values, kind = self._parse_times(column, at)
+        else:
             raise DatasetError(
-                f"{table.where(i)}: column {column!r} has {text!r}, not a number (allowed: {allowed})"
-            ) from None
-    return out
+                f"{at(0)}: column {self.c.timestamp!r} has type {kind_of}, not a time (allowed: {TIMES})"
+            )
+        if self.first_time is None:
+            self.first_time = (kind, str(column[0].as_py()).strip(), file, row)
+        elif kind != self.first_time[0]:
+            self._mixed(column, at)
+        if values.dtype.kind == "f":
+            self._count(
+                self.c.timestamp,
+                file,
+                row,
+                np.flatnonzero(~np.isfinite(values)),
+                lambda i: str(column[i].as_py()).strip(),
+            )
+        return values, kind
 
-
-def _shown(table: Table, column: str, row: int) -> str:
-    return repr(str(table.columns[column][row]).strip())
-
-
-def _labels(table: Table, column: str) -> np.ndarray:
-    """The click label as 0/1: the numbers 0 and 1 or the words of ``_TRUE``; anything else (2, -1,
-    NaN) is refused rather than silently read as a click or a non-click."""
-    values = _numbers(table, column, LABELS, _TRUE)
-    bad = np.flatnonzero((values != 0) & (values != 1))  # NaN compares unequal to both
-    if len(bad):
-        i = int(bad[0])
-        raise DatasetError(
-            f"{table.where(i)}: column {column!r} has {_shown(table, column, i)}, not a click label "
-            f"(allowed: {LABELS}; {len(bad)} such rows)"
-        )
-    return values.astype(np.float32)
-
-
-def _finite(table: Table, column: str, times: np.ndarray) -> np.ndarray:
-    bad = np.flatnonzero(~np.isfinite(times))
-    if len(bad):
-        i = int(bad[0])
-        raise DatasetError(
-            f"{table.where(i)}: column {column!r} has {_shown(table, column, i)}, not a finite time "
-            f"(allowed: {TIMES}; {len(bad)} such rows)"
-        )
-    return times
-
-
-def _times(table: Table, column: str) -> np.ndarray:
-    """Timestamps: numbers as they are, date-times (ISO strings or Parquet timestamps) as int64 ns.
-
-    A column holds one kind: an ISO date-time among epoch numbers (which numpy would otherwise read
-    as years, scrambling the time order) or a number among date-times is refused at the first row
-    whose kind differs from the first row's, as are NaN, infinite and NaT values.
-    """
-    values = table.columns[column]
-    if values.dtype.kind == "M":
-        return values.astype("datetime64[ns]").astype(np.int64)
-    if values.dtype.kind != "O":
-        return _finite(table, column, _numbers(table, column, TIMES))
-    try:
-        numbers = values.astype(np.float64)
-    except ValueError:  # not all numbers: date-times, a mix, or text that is neither
-        numbers = None
-    if numbers is not None:
-        return _finite(table, column, numbers)
-    texts = [str(v).strip() for v in values]
-    kinds = ("a number", "a date-time")
-    first = -1
-    for i, text in enumerate(texts):
-        try:
-            float(text)
-            kind = 0
-        except ValueError:
+    def _parse_times(self, column: pa.Array, at: Callable[[int], str]) -> tuple[np.ndarray, str]:
+        for target, kind in ((pa.int64(), NUMBER), (pa.float64(), NUMBER), (pa.timestamp("ns"), DATETIME)):
             try:
-                kind = 1 if not np.isnat(np.datetime64(text)) else -1
-            except ValueError:
-                kind = -1
-        if kind < 0:
-            raise DatasetError(
-                f"{table.where(i)}: column {column!r} has {text!r}, neither a number nor an ISO "
-                f"date-time (allowed: {TIMES})"
-            )
-        if first < 0:
-            first = kind
-        elif kind != first:
-            raise DatasetError(
-                f"{table.where(i)}: column {column!r} has {text!r}, {kinds[kind]}, but its first value "
-                f"{texts[0]!r} ({table.where(0)}) is {kinds[first]}; a timestamp column holds one kind "
-                f"(allowed: {TIMES})"
-            )
-    return np.array(texts, dtype="datetime64[ns]").astype(np.int64)
+                parsed = pc.cast(pc.utf8_trim_whitespace(column), target)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+            values = parsed.to_numpy(zero_copy_only=False)
+            return (values.view(np.int64) if kind == DATETIME else values), kind
+        # rare formats numpy reads (e.g. a zone suffix), or a mix / text that is neither: row by row
+        texts = [str(v).strip() for v in column.to_pylist()]
+        kinds = [_time_kind(t) for t in texts]
+        first_kind = self.first_time[0] if self.first_time is not None else kinds[0]
+        for i, (text, kind) in enumerate(zip(texts, kinds, strict=True)):
+            if kind is None:
+                raise DatasetError(
+                    f"{at(i)}: column {self.c.timestamp!r} has {text!r}, neither a number nor an ISO "
+                    f"date-time (allowed: {TIMES})"
+                )
+            if kind != first_kind:
+                self._mixed(column, at)
+        if first_kind == NUMBER:
+            return np.array(texts, dtype=np.float64), NUMBER
+        return np.array(texts, dtype="datetime64[ns]").astype(np.int64), DATETIME
+
+    def _mixed(self, column: pa.Array, at: Callable[[int], str]) -> None:
+        """Raise at the batch's first row whose kind differs from the column's first value's."""
+        texts = [str(v).strip() for v in column.to_pylist()]
+        kinds = [_time_kind(t) for t in texts]
+        if self.first_time is None:
+            first_kind, first_text, file, row = kinds[0], texts[0], -1, 0
+        else:
+            first_kind, first_text, file, row = self.first_time
+        for i, (text, kind) in enumerate(zip(texts, kinds, strict=True)):
+            if kind is None:
+                raise DatasetError(
+                    f"{at(i)}: column {self.c.timestamp!r} has {text!r}, neither a number nor an ISO "
+                    f"date-time (allowed: {TIMES})"
+                )
+            if kind != first_kind:
+                origin = at(0) if file < 0 else self.where(file, row)
+                raise DatasetError(
+                    f"{at(i)}: column {self.c.timestamp!r} has {text!r}, {kind}, but its first value "
+                    f"{first_text!r} ({origin}) is {first_kind}; a timestamp column holds one kind "
+                    f"(allowed: {TIMES})"
+                )
+        raise DatasetError(
+            f"{at(0)}: column {self.c.timestamp!r} mixes numbers and date-times (allowed: {TIMES})"
+        )
 
 
-def _keys(table: Table, column: str, required: bool) -> np.ndarray:
-    values = table.columns[column]
-    if required and values.dtype.kind == "O":
-        empty = np.flatnonzero(np.array([str(v).strip() == "" for v in values]))
-        if len(empty):
-            raise DatasetError(f"{table.where(int(empty[0]))}: column {column!r} is empty")
-    return values.astype(str) if values.dtype.kind == "O" else values
+def _label_number(text: str) -> float:
+    """A label word or number as a float; ``inf`` marks text that is no number (an infinite label
+    written as a number is refused as "not a click label" like any other value but 0 and 1)."""
+    low = text.lower()
+    if low in _TRUE:
+        return _TRUE[low]
+    try:
+        value = float(text)
+    except ValueError:
+        return np.inf
+    return np.nan if np.isinf(value) else value
+
+
+def _time_kind(text: str) -> str | None:
+    try:
+        float(text)
+        return NUMBER
+    except ValueError:
+        pass
+    try:
+        return DATETIME if not np.isnat(np.datetime64(text)) else None
+    except ValueError:
+        return None
+
+
+def _no_empty_keys(values: pa.DictionaryArray, name: str, at: Callable[[int], str]) -> None:
+    """A user or item id that is empty (or only spaces) is refused at its first row."""
+    dictionary = values.dictionary
+    if not (pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)):
+        return
+    empty = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(dictionary), "").to_numpy(zero_copy_only=False))
+    if len(empty):
+        first = int(np.flatnonzero(np.isin(values.indices.to_numpy(), empty))[0])
+        raise DatasetError(f"{at(first)}: column {name!r} is empty")
+
+
+def _boundary_kind(text: str) -> str | None:
+    """``NUMBER`` or ``DATETIME`` for a split boundary, None when it is neither."""
+    return _time_kind(text.strip()) if text.strip() else None
 
 
 def _validate(c: EventsConfig) -> None:
@@ -275,7 +370,8 @@ def _validate(c: EventsConfig) -> None:
 
     if not c.root:
         raise DatasetError(
-            "dataset.root is required: the events table (CSV or Parquet), or the folder holding it"
+            "dataset.root is required: the events table (CSV or Parquet), a folder holding it, or a "
+            "folder of Parquet shards"
         )
     if c.split not in SPLIT_MODES:
         raise bad("split", " | ".join(SPLIT_MODES))
@@ -295,6 +391,32 @@ def _validate(c: EventsConfig) -> None:
     mapped = [c.user, c.item, c.label, c.timestamp, *([c.category] if c.category else [])]
     if len(set(mapped)) != len(mapped):
         raise DatasetError(f"dataset.user/item/label/timestamp/category name the same column twice: {mapped}")
+    for name in ("val_from", "test_from"):
+        value = getattr(c, name)
+        if value and _boundary_kind(value) is None:
+            raise bad(name, BOUNDARY)
+    if (c.val_from or c.test_from) and c.split != "time":
+        raise DatasetError("dataset.val_from/test_from name split=time boundaries; set dataset.split=time")
+    if c.val_from and not c.test_from:
+        raise DatasetError(
+            f"dataset.val_from={c.val_from!r} needs dataset.test_from (rows at/after it are test, "
+            "[val_from, test_from) validation)"
+        )
+    if c.val_from and _boundary_kind(c.val_from) == _boundary_kind(c.test_from):
+        kind = _boundary_kind(c.val_from)
+        as_number = (lambda t: float(t)) if kind == NUMBER else (lambda t: np.datetime64(t.strip(), "ns"))
+        if as_number(c.val_from) > as_number(c.test_from):
+            raise DatasetError(
+                f"dataset.val_from={c.val_from!r} is after dataset.test_from={c.test_from!r}; validation is "
+                "[val_from, test_from)"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """Hydra list nodes (and tuples) as plain lists of plain values."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
 
 
 class EventsDataset:
@@ -303,26 +425,44 @@ class EventsDataset:
     Config = EventsConfig
 
     def __init__(self, config: EventsConfig) -> None:
+        config.filter = _plain(config.filter or [])
+        config.extra = list(config.extra)
+        config.val_from, config.test_from = str(config.val_from or ""), str(config.test_from or "")
         _validate(config)
         self.config = config
 
-    def raw_file(self) -> Path:
+    def source(self) -> TableSource:
+        """The table's files: ``root`` itself, ``root/file``, or the Parquet shards under ``root``."""
         c = self.config
         root = Path(c.root).expanduser()
+        strings = [c.user, c.item, c.label, *([c.category] if c.category else []), *c.extra]
         path = root / c.file if root.is_dir() else root
+        if root.is_dir() and not path.is_file() and c.format != "csv":
+            shards = parquet_shards(root)
+            if shards:
+                return TableSource(shards, True, root=root)
         if not path.is_file():
             where = f"{root} holds no {c.file}" if root.is_dir() else f"{root} does not exist"
             present = ", ".join(sorted(p.name for p in root.iterdir())[:12]) if root.is_dir() else ""
             raise DatasetError(
                 f"dataset.root: {where}{f' (found: {present})' if present else ''}; set dataset.root to the "
-                "table file or dataset.file to its name"
+                "table file, dataset.file to its name, or dataset.root to a folder of Parquet shards"
             )
-        return path
+        parquet = c.format == "parquet" or (c.format == "auto" and path.suffix.lower() in PARQUET_SUFFIXES)
+        return TableSource([path], parquet, sep=c.sep, strings=strings, texts=[c.timestamp])
+
+    def raw_file(self) -> Path:
+        """The table file (the shards' folder for a folder of shards)."""
+        source = self.source()
+        return source.root if source.root is not None else source.files[0]
 
     def load(self) -> DatasetSplits:
-        path = self.raw_file()
+        source = self.source()
         cache = ArrayCache("events", FORMAT_VERSION, self.config.cache_dir)
-        cached = cache.load_or_build([path], protocol_options(self.config), lambda: self.build(path))
+        digests = parquet_footer_digests(source.root, source.files) if source.root is not None else None
+        cached = cache.load_or_build(
+            source.files, protocol_options(self.config), lambda: self.build(source), digests=digests
+        )
         data = cached.data
         if self.config.aux_negatives:
             data.resample = AuxNegatives.of(
@@ -330,30 +470,32 @@ class EventsDataset:
             )
         return data
 
-    def read(self, path: Path) -> Table:
+    def read(self, source: TableSource) -> Events:
         c = self.config
         columns = [c.user, c.item, c.label, c.timestamp, *([c.category] if c.category else []), *c.extra]
-        parquet = c.format == "parquet" or (c.format == "auto" and path.suffix.lower() in (".parquet", ".pq"))
-        return read_parquet(path, columns) if parquet else read_csv(path, columns, c.sep)
+        source.check_columns(columns, "map yours with dataset.user/item/category/label/timestamp/extra")
+        return EventsReader(source, c, row_filter(c.filter, source.dataset().schema)).read()
 
-    def build(self, path: Path) -> CachedData:
+    def build(self, source: TableSource) -> CachedData:
         c = self.config
+        name = Path(source.name).name
         rng = np.random.default_rng(c.seed)
-        table = self.read(path)
-        user, _ = remap(_keys(table, c.user, required=True))
-        item, item_keys = remap(_keys(table, c.item, required=True))
-        label = _labels(table, c.label)
-        time = _times(table, c.timestamp)
-        n_items = len(item_keys)
+        events = self.read(source)
+        user, item, label, time = events.ids[c.user], events.ids[c.item], events.label, events.time
+        n_items = len(events.keys[c.item])
+        vocabularies = {"item": _vocabulary(events.keys[c.item])}
         item_cat: np.ndarray | None = None
         n_cats, several = 0, 0
         if c.category:
-            cat, cat_keys = remap(_keys(table, c.category, required=False))
-            n_cats = len(cat_keys)
+            cat = events.ids[c.category]
+            n_cats = len(events.keys[c.category])
             first = np.unique(item, return_index=True)[1]  # first event of every item (ids 1..n)
             item_cat = np.r_[0, cat[first]].astype(np.int64)
-            several = int((item_cat[item] != cat).astype(bool).sum())
-        extra = {name: remap(_keys(table, name, required=False)) for name in c.extra}
+            several = int(np.count_nonzero(item_cat[item] != cat))
+            vocabularies["cat"] = _vocabulary(events.keys[c.category])
+            del cat
+        extra = {x: (events.ids[x], len(events.keys[x])) for x in c.extra}
+        vocabularies |= {x: _vocabulary(events.keys[x]) for x in c.extra}
 
         seqs = group_by_user(user, time)
         o = seqs.order
@@ -361,35 +503,37 @@ class EventsDataset:
         offsets, end = history_ends(seqs, time[o], s_label > 0)
         hist_item = s_item[s_label > 0]
         if not len(hist_item):
-            raise DatasetError(f"{path.name} has no positive events (column {c.label!r}), so no histories")
+            raise DatasetError(f"{name} has no positive events (column {c.label!r}), so no histories")
         if c.split == "user":
             part = split_users(rng, len(seqs), c.test_frac, c.val_frac)[owner]
         else:
-            part = self._time_part(time)[o]
+            part = self._time_part(time, events.time_kind, name)[o]
+        del time, item
         keep = end >= c.min_history
 
         columns: dict[str, np.ndarray] = {"user": owner + 1, "item": s_item, "label": s_label}
         if item_cat is not None:
             columns["cat"] = item_cat[s_item]
-        for name, (ids, _) in extra.items():
-            columns[name] = ids[o]
+        for x, (ids, _) in extra.items():
+            columns[x] = ids[o]
         uid_vocab = 0
         if c.user_feature:
             columns["uid"] = uid_feature(owner + 1, np.where(keep, part, -1))
             uid_vocab = len(seqs) + 1
+            vocabularies["uid"] = _vocabulary(events.keys[c.user])
         schema = behaviour_schema(
             n_items,
             n_cats,
             c.max_len,
             uid_vocab=uid_vocab,
-            extra={name: len(keys) + 1 for name, (_, keys) in extra.items()},
+            extra={x: n + 1 for x, (_, n) in extra.items()},
             aux_negatives=c.aux_negatives,
         )
         splits = [make_split(columns, owner, end, keep & (part == p)) for p in (TRAIN, VAL, TEST)]
-        for name, split in zip(("train", "test"), (splits[0], splits[2]), strict=True):
+        for split_name, split in zip(("train", "test"), (splits[0], splits[2]), strict=True):
             if not len(split):
                 raise DatasetError(
-                    f"the {name} split of {path.name} is empty ({len(o)} events, {int((~keep).sum())} "
+                    f"the {split_name} split of {name} is empty ({len(o)} events, {int((~keep).sum())} "
                     f"with fewer than min_history={c.min_history} earlier positives); lower "
                     "dataset.min_history or add data"
                 )
@@ -398,6 +542,7 @@ class EventsDataset:
             schema,
             *splits,
             sequences=Sequences(offsets, sequence_columns(hist_item, item_cat, c.aux_negatives)),
+            vocabularies=vocabularies,
         )
         extras = {"popularity": popularity} | ({"item_cat": item_cat} if item_cat is not None else {})
         if c.aux_negatives:
@@ -406,17 +551,46 @@ class EventsDataset:
             data,
             events=len(o),
             split=c.split,
-            extra_columns={name: len(keys) for name, (_, keys) in extra.items()},
+            **({"val_from": c.val_from, "test_from": c.test_from} if c.test_from else {}),
+            **({"filter": c.filter} if c.filter else {}),
+            extra_columns={x: n for x, (_, n) in extra.items()},
             events_with_another_category_than_their_items_first=several,
             dropped={f"rows_with_fewer_than_{c.min_history}_earlier_positives": int((~keep).sum())},
         )
         return CachedData(data, extras)
 
-    def _time_part(self, time: np.ndarray) -> np.ndarray:
-        """Split per event (input order): the latest ``test_frac`` events test, the ``val_frac``
-        before them validation (ranked by time, ties by input order)."""
+    def _time_part(self, time: np.ndarray, kind: str, name: str) -> np.ndarray:
+        """Split per event (input order). With ``test_from``: rows at/after it are test, rows in
+        [val_from, test_from) validation (without ``val_from``: the latest ``val_frac`` of the rows
+        before test_from), the rest training. Otherwise the latest ``test_frac`` events are test and the
+        ``val_frac`` before them validation (ranked by time, ties by input order)."""
         c = self.config
         n = len(time)
+        if c.test_from:
+            test = time >= self._boundary("test_from", kind)
+            if c.val_from:
+                val = (time >= self._boundary("val_from", kind)) & ~test
+            else:
+                before = np.flatnonzero(~test)
+                ranked = before[np.argsort(time[before], kind="stable")]
+                n_val = int(round(len(before) * c.val_frac)) if c.val_frac > 0 else 0
+                val = np.zeros(n, dtype=bool)
+                val[ranked[len(ranked) - n_val :] if n_val else []] = True
+            part = np.where(test, TEST, np.where(val, VAL, TRAIN)).astype(np.int8)
+            counts = np.bincount(part, minlength=3)
+            lo, hi = (
+                (time.min(), time.max())
+                if kind == NUMBER
+                else (np.datetime64(int(time.min()), "ns"), np.datetime64(int(time.max()), "ns"))
+            )
+            for p, what in ((TEST, "test"), (VAL, "validation"), (TRAIN, "training")):
+                if counts[p] == 0 and (p != VAL or c.val_from):
+                    raise DatasetError(
+                        f"dataset.test_from={c.test_from!r}"
+                        + (f", val_from={c.val_from!r}" if c.val_from else "")
+                        + f" leave the {what} split of {name} empty (its {n} events span {lo} .. {hi})"
+                    )
+            return part
         rank = np.empty(n, dtype=np.int64)
         rank[np.argsort(time, kind="stable")] = np.arange(n)
         n_test = max(1, int(round(n * c.test_frac)))
@@ -424,3 +598,29 @@ class EventsDataset:
         return np.where(rank >= n - n_test, TEST, np.where(rank >= n - n_test - n_val, VAL, TRAIN)).astype(
             np.int8
         )
+
+    def _boundary(self, option: str, kind: str) -> float | int:
+        """A split boundary in the timestamp column's terms (epoch number, or int64 ns)."""
+        c = self.config
+        text = str(getattr(c, option)).strip()
+        given = _boundary_kind(text)
+        if kind == NUMBER:
+            if given == NUMBER:
+                return float(text)
+            seconds = int(np.datetime64(text, "s").astype(np.int64))
+            raise DatasetError(
+                f"dataset.{option}={text!r} is a date-time but column {c.timestamp!r} holds epoch numbers: "
+                f"give the boundary in the column's unit, e.g. {seconds} (seconds) or {seconds * 1000} "
+                "(milliseconds)"
+            )
+        if given == DATETIME:
+            return int(np.datetime64(text, "ns").astype(np.int64))
+        raise DatasetError(
+            f"dataset.{option}={text!r} is a number but column {c.timestamp!r} holds date-times: give a date "
+            "(2024-01-07) or a date-time (2024-01-07T12:00:00)"
+        )
+
+
+def _vocabulary(keys: pa.Array) -> np.ndarray:
+    """Row i of an embedding table → its raw id as a string; row 0 (padding / unknown) is ""."""
+    return np.concatenate([np.array([""]), key_strings(keys)])

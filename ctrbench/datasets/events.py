@@ -435,7 +435,6 @@ class EventsDataset:
         """The table's files: ``root`` itself, ``root/file``, or the Parquet shards under ``root``."""
         c = self.config
         root = Path(c.root).expanduser()
-        strings = [c.user, c.item, c.label, *([c.category] if c.category else []), *c.extra]
         path = root / c.file if root.is_dir() else root
         if root.is_dir() and not path.is_file() and c.format != "csv":
             shards = parquet_shards(root)
@@ -448,6 +447,11 @@ class EventsDataset:
                 f"dataset.root: {where}{f' (found: {present})' if present else ''}; set dataset.root to the "
                 "table file, dataset.file to its name, or dataset.root to a folder of Parquet shards"
             )
+        return self._file_source(path)
+
+    def _file_source(self, path: Path) -> TableSource:
+        c = self.config
+        strings = [c.user, c.item, c.label, *([c.category] if c.category else []), *c.extra]
         parquet = c.format == "parquet" or (c.format == "auto" and path.suffix.lower() in PARQUET_SUFFIXES)
         return TableSource([path], parquet, sep=c.sep, strings=strings, texts=[c.timestamp])
 
@@ -476,8 +480,16 @@ class EventsDataset:
         source.check_columns(columns, "map yours with dataset.user/item/category/label/timestamp/extra")
         return EventsReader(source, c, row_filter(c.filter, source.dataset().schema)).read()
 
-    def build(self, source: TableSource) -> CachedData:
+    def build(self, source: TableSource | Path) -> CachedData:
+        """The arrays from the table (``source``, or one table file)."""
         c = self.config
+        if isinstance(source, Path):
+            shards = source.is_dir()
+            source = (
+                TableSource(parquet_shards(source), True, root=source)
+                if shards
+                else self._file_source(source)
+            )
         name = Path(source.name).name
         rng = np.random.default_rng(c.seed)
         events = self.read(source)

@@ -54,7 +54,9 @@ def _zipf(rng: np.random.Generator, n: int, size: int, a: float) -> np.ndarray:
     return np.minimum(((u * (top - 1) + 1) ** (1 / (1 - a)) - 1).astype(np.int64), n - 1)
 
 
-def _chunk(rng: np.random.Generator, rows: int, n_users: int, n_items: int, ids: dict) -> dict[str, np.ndarray]:
+def _chunk(
+    rng: np.random.Generator, rows: int, n_users: int, n_items: int, ids: dict
+) -> dict[str, np.ndarray]:
     """``rows`` impressions in sessions: (user, start) per session, impressions ~20 s apart."""
     lengths = rng.geometric(1 / 8, size=rows // 8 + 16)
     lengths = lengths[: np.searchsorted(np.cumsum(lengths), rows) + 1]
@@ -151,13 +153,16 @@ print(json.dumps({"seconds": time.perf_counter() - t, "rows": int(rows)}))
 """
 
 
-def child(code: str, args: list[str], pythonpath: str = "") -> dict:
+def child(code: str, args: list[str], cwd: Path, pythonpath: str = "") -> dict:
     """Run ``code`` in a fresh interpreter; its JSON line + its own peak RSS (GB) and wall time."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE, text=True)
+    # run outside the source tree: ``python -c`` puts the working folder first on sys.path
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], env=env, cwd=cwd, stdout=subprocess.PIPE, text=True
+    )
     out = proc.stdout.read() if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
@@ -165,6 +170,10 @@ def child(code: str, args: list[str], pythonpath: str = "") -> dict:
         return {"error": f"exit status {status >> 8}", "wall": wall}
     result = json.loads(out.strip().splitlines()[-1])
     return result | {"rss_gb": usage.ru_maxrss / 2**20, "wall": wall}
+
+
+def _code(r: dict) -> str:
+    return str(Path(r.get("code", "?")).parent.parent)
 
 
 def row(name: str, n: int, r: dict) -> str:
@@ -198,22 +207,25 @@ def main() -> None:
         for n in sizes:
             t = time.perf_counter()
             csv_path, shards = generate(work / f"log-{n}", n)
-            print(f"generated {n:,} rows in {time.perf_counter() - t:.1f} s ({work / f'log-{n}'})", flush=True)
+            took = time.perf_counter() - t
+            print(f"generated {n:,} rows in {took:.1f} s ({work / f'log-{n}'})", flush=True)
             for name, source in (("events csv", csv_path), ("events parquet shards", shards)):
                 cache = work / f"cache-{n}-{source.name}"
                 shutil.rmtree(cache, ignore_errors=True)
-                lines.append(row(name, n, child(CHILD_EVENTS, [str(source), str(cache), opts])))
+                lines.append(row(name, n, child(CHILD_EVENTS, [str(source), str(cache), opts], work)))
                 print(lines[-1], flush=True)
-                lines.append(row(f"{name}, cached", n, child(CHILD_EVENTS, [str(source), str(cache), opts])))
+                lines.append(
+                    row(f"{name}, cached", n, child(CHILD_EVENTS, [str(source), str(cache), opts], work))
+                )
                 print(lines[-1], flush=True)
             if n == 1_000_000 and args.old and Path(args.old).is_dir():
                 cache = work / f"cache-{n}-old"
                 shutil.rmtree(cache, ignore_errors=True)
-                old = child(CHILD_EVENTS, [str(csv_path), str(cache), opts], pythonpath=args.old)
-                lines.append(row("old events csv", n, old))
+                old = child(CHILD_EVENTS, [str(csv_path), str(cache), opts], work, pythonpath=args.old)
+                lines.append(row(f"old events csv ({_code(old)})", n, old))
                 print(lines[-1], flush=True)
             if not args.no_pandas and n <= 10_000_000:
-                lines.append(row("pandas csv", n, child(CHILD_PANDAS, [str(csv_path)])))
+                lines.append(row("pandas csv", n, child(CHILD_PANDAS, [str(csv_path)], work)))
                 print(lines[-1], flush=True)
             if not args.keep:
                 shutil.rmtree(work / f"log-{n}", ignore_errors=True)
@@ -225,8 +237,9 @@ def main() -> None:
             folder = work / "taobao"
             t = time.perf_counter()
             taobao_log.generate(folder, args.taobao_behaviours, 0)
-            print(f"generated {args.taobao_behaviours:,} Taobao behaviours in {time.perf_counter() - t:.1f} s")
-            result = child(CHILD_TAOBAO, [str(folder), str(work / "cache-taobao")])
+            took = time.perf_counter() - t
+            print(f"generated {args.taobao_behaviours:,} Taobao behaviours in {took:.1f} s")
+            result = child(CHILD_TAOBAO, [str(folder), str(work / "cache-taobao")], work)
             lines.append(row("taobao", args.taobao_behaviours, result))
         elif args.taobao_behaviours:
             print(f"--taobao-behaviours: {taobao} does not exist; skipped")

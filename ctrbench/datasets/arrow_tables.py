@@ -104,6 +104,13 @@ class TableSource:
             if bad is not None:
                 return bad
             return DatasetError(f"{path} is not a readable CSV file ({_first_line(exc)})")
+        import pyarrow.parquet as pq
+
+        for path in self.files:  # name the shard: its footer is read (cheap), not its data
+            try:
+                pq.ParquetFile(path).close()
+            except (pa.ArrowException, OSError) as bad:
+                return DatasetError(f"{path} is not a readable Parquet file ({_first_line(bad)})")
         return DatasetError(f"{self.name} is not a readable Parquet table ({_first_line(exc)})")
 
     def columns(self) -> list[str]:

@@ -264,17 +264,28 @@ class KeyEncoder:
 
     def __init__(self) -> None:
         self.chunks: list[pa.DictionaryArray] = []
+        self.ints: list[np.ndarray] = []  # integer ids, kept as they are (see finish)
+        self.int_type: pa.DataType | None = None
         self.rows = 0
 
-    def add(self, values: pa.Array) -> pa.DictionaryArray:
+    def add(self, values: pa.Array) -> pa.Array:
+        self.rows += len(values)
+        if pa.types.is_integer(values.type) and not self.chunks:
+            self.ints.append(values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
+            self.int_type = values.type
+            return values
         if not pa.types.is_dictionary(values.type):
             values = pc.dictionary_encode(values)
+        if self.ints:  # integers, then another type: encode the integers too
+            self.chunks = [pc.dictionary_encode(pa.array(v)) for v in self.ints]
+            self.ints = []
         self.chunks.append(values)
-        self.rows += len(values)
         return values
 
     def finish(self) -> tuple[np.ndarray, pa.Array]:
         """``(ids int64 1..n per row, sorted keys)``: ``keys[id - 1]`` is the raw id of ``id``."""
+        if self.ints:
+            return self._finish_ints()
         if not self.chunks:
             return np.zeros(0, dtype=np.int64), pa.array([], pa.string())
         unified = pa.chunked_array(self.chunks).unify_dictionaries()
@@ -290,6 +301,20 @@ class KeyEncoder:
             np.take(rank, chunk.indices.to_numpy(), out=out[at : at + n])
             at += n
         return out, dictionary.take(pa.array(order))
+
+    def _finish_ints(self) -> tuple[np.ndarray, pa.Array]:
+        """Integer ids: a presence table over their range when it is small (linear time), else a sort."""
+        values = np.concatenate(self.ints) if len(self.ints) > 1 else self.ints[0]
+        self.ints = []
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo <= 4 * len(values) + 1024:
+            present = np.zeros(hi - lo + 1, dtype=bool)
+            present[values - lo] = True
+            rank = np.cumsum(present, dtype=np.int64)
+            keys = np.flatnonzero(present) + lo
+            return rank[values - lo], pa.array(keys, type=self.int_type)
+        keys, inverse = np.unique(values, return_inverse=True)
+        return inverse.astype(np.int64).reshape(-1) + 1, pa.array(keys, type=self.int_type)
 
 
 def key_strings(keys: pa.Array) -> np.ndarray:

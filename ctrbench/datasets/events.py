@@ -348,8 +348,10 @@ def _time_kind(text: str) -> str | None:
         return None
 
 
-def _no_empty_keys(values: pa.DictionaryArray, name: str, at: Callable[[int], str]) -> None:
+def _no_empty_keys(values: pa.Array, name: str, at: Callable[[int], str]) -> None:
     """A user or item id that is empty (or only spaces) is refused at its first row."""
+    if not pa.types.is_dictionary(values.type):
+        return
     dictionary = values.dictionary
     if not (pa.types.is_string(dictionary.type) or pa.types.is_large_string(dictionary.type)):
         return
@@ -542,7 +544,9 @@ class EventsDataset:
             extra={x: n + 1 for x, (_, n) in extra.items()},
             aux_negatives=c.aux_negatives,
         )
-        splits = [make_split(columns, owner, end, keep & (part == p)) for p in (TRAIN, VAL, TEST)]
+        splits = [
+            make_split(columns, owner, end, np.flatnonzero(keep & (part == p))) for p in (TRAIN, VAL, TEST)
+        ]
         for split_name, split in zip(("train", "test"), (splits[0], splits[2]), strict=True):
             if not len(split):
                 raise DatasetError(

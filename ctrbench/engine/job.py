@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ctrbench import registry
-from ctrbench.engine import interrupt
+from ctrbench.engine import interrupt, warm_start
 from ctrbench.engine.data import CTRDataModule
 from ctrbench.engine.distributed import (
     RESUME_ENV,
@@ -40,7 +40,7 @@ from ctrbench.engine.interrupt import JobInterrupted
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.placement import placement
-from ctrbench.engine.provenance import fingerprint, provenance
+from ctrbench.engine.provenance import data_fingerprint, fingerprint, provenance
 from ctrbench.engine.resume import finished_record, resumable
 from ctrbench.engine.selection import (
     LAST_EPOCH,
@@ -118,9 +118,19 @@ class SameStart(pl.Callback):
 
 
 def _clean(out_dir: Path) -> None:
-    """An earlier run's checkpoints and predictions never pass for this one's."""
+    """An earlier run's checkpoints, predictions and raw ids never pass for this one's."""
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(out_dir / warm_start.VOCAB_DIR, ignore_errors=True)
     (out_dir / PREDICTIONS_NAME).unlink(missing_ok=True)
+
+
+def _fingerprint(cfg: DictConfig, data: DatasetSplits, out_dir: Path) -> dict[str, Any]:
+    """Data, code and device; and the run a warm start begins from (another start is another run)."""
+    current = fingerprint(data, _plugin_specs(cfg), _on_gpu(cfg))
+    source = warm_start.source(cfg.get("init_from"), out_dir)
+    if source is not None:
+        current["init_from"] = source.fingerprint()
+    return current
 
 
 def train(
@@ -147,6 +157,20 @@ def train(
     task, sparse_tables = build_task(cfg, data)
     if progress is not None:
         progress["epochs"] = task.history
+    started_from = None
+    source = warm_start.source(cfg.get("init_from"), out_dir)
+    if source is not None:  # a resumed job's weights come from its own last.ckpt: checked, not copied
+        started_from = warm_start.apply(
+            task.model,
+            task.schema,
+            data,
+            source,
+            cfg.model.name,
+            data_fingerprint(data),
+            copy=resume_from is None,
+        )
+        if progress is not None:
+            progress["init_from"] = started_from
     trainer_args = _options(cfg.trainer)
     on_gpu = _on_gpu(cfg)
     dm = CTRDataModule(data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, pin_memory=on_gpu)
@@ -155,6 +179,7 @@ def train(
     ckpt_dir = out_dir / "checkpoints"
     if resume_from is None and writer:
         _clean(out_dir)
+    vocabularies = warm_start.save_vocabularies(out_dir, data) if writer else None
     callbacks.append(SelectedPredictions(out_dir / PREDICTIONS_NAME))
     checkpoint = SelectedCheckpoint(ckpt_dir) if cfg.checkpoint else None
     if checkpoint is not None:
@@ -233,6 +258,8 @@ def train(
         "dataset_stats": data.info,
         "sparse_tables": len(sparse_tables),
         "distributed": distributed,
+        "vocabularies": vocabularies,
+        **({"init_from": started_from} if started_from is not None else {}),
         **({"optuna": pruning.summary()} if pruning is not None else {}),
     }
 
@@ -338,7 +365,7 @@ def run_rank(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     with the one-line error (the command then exits non-zero, so the launcher sees it)."""
     record: dict[str, Any] = {"status": "ok", "error": None, "rank": launch_rank()}
     try:
-        current = fingerprint(load_data(cfg), _plugin_specs(cfg), _on_gpu(cfg))
+        current = _fingerprint(cfg, load_data(cfg), out_dir)
         if RESUME_ENV not in os.environ and cfg.get("resume", False):
             previous, _ = finished_record(out_dir, cfg, current)
             if previous is not None:
@@ -376,13 +403,24 @@ def run(
     """
     if launch_rank() != 0:
         return run_rank(cfg, out_dir)
+    if warm_start.own_folder(cfg.get("init_from"), out_dir):  # its record would replace the old run's
+        record = new_record(cfg, overrides, job_num, choices)
+        record.update(status="failed", finished_at=_now())
+        record["error"] = (
+            f"init_from={cfg.init_from} is this job's own folder: write the warm-started run to another one"
+        )
+        log.error("job failed: %s (nothing written)", record["error"])
+        return record
     out_dir.mkdir(parents=True, exist_ok=True)
     record = new_record(cfg, overrides, job_num, choices)
     progress: dict[str, Any] = {}
     try:
         on_gpu = _on_gpu(cfg)
-        record["fingerprint"] = fingerprint(load_data(cfg), _plugin_specs(cfg), on_gpu)
+        record["fingerprint"] = _fingerprint(cfg, load_data(cfg), out_dir)
         record["provenance"] = provenance(on_gpu)
+        source = warm_start.source(cfg.get("init_from"), out_dir)
+        if source is not None:
+            record["init_from"] = source.summary()
         resume_from = None
         if cfg.get("resume", False):
             previous, why = finished_record(out_dir, cfg, record["fingerprint"])
@@ -414,6 +452,8 @@ def run(
         if interrupted is None:
             raise
         record.update(status="interrupted", error=str(interrupted), epochs=progress.get("epochs", []))
+        if "init_from" in progress:
+            record["init_from"] = progress["init_from"]
         last = out_dir / "checkpoints" / LAST_NAME
         record["resume_checkpoint"] = str(last) if last.is_file() else None
         record["finished_at"] = _now()

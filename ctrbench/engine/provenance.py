@@ -138,6 +138,8 @@ def differences(previous: Any, current: dict[str, Any]) -> list[str]:
         out.append("the code changed (" + ", ".join(changed) + ")")
     if previous.get("device") != current["device"]:
         out.append(f"the device changed ({previous.get('device')} -> {current['device']})")
+    if previous.get("init_from") != current.get("init_from"):  # the run a warm start begins from
+        out.append(f"the warm start changed ({previous.get('init_from')} -> {current.get('init_from')})")
     return out
 
 

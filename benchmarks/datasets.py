@@ -113,6 +113,14 @@ def generate(folder: Path, rows: int, seed: int = 0) -> tuple[Path, Path]:
     return csv_path, shards
 
 
+CHILD_GENERATE = """
+import json, runpy, sys
+from pathlib import Path
+generate = runpy.run_path(sys.argv[3])["generate"]
+generate(Path(sys.argv[1]), int(sys.argv[2]))
+print(json.dumps({}))
+"""
+
 CHILD_EVENTS = """
 import json, sys, time
 from ctrbench.datasets.events import EventsDataset
@@ -205,10 +213,11 @@ def main() -> None:
     ]
     try:
         for n in sizes:
-            t = time.perf_counter()
-            csv_path, shards = generate(work / f"log-{n}", n)
-            took = time.perf_counter() - t
-            print(f"generated {n:,} rows in {took:.1f} s ({work / f'log-{n}'})", flush=True)
+            # generated in a child: a child's peak RSS starts from its parent's RSS at fork time, so the
+            # measuring process stays small
+            gen = child(CHILD_GENERATE, [str(work / f"log-{n}"), str(n), str(Path(__file__).resolve())], work)
+            csv_path, shards = work / f"log-{n}" / "log.csv", work / f"log-{n}" / "shards"
+            print(f"generated {n:,} rows in {gen['wall']:.1f} s ({work / f'log-{n}'})", flush=True)
             for name, source in (("events csv", csv_path), ("events parquet shards", shards)):
                 cache = work / f"cache-{n}-{source.name}"
                 shutil.rmtree(cache, ignore_errors=True)

@@ -1,17 +1,36 @@
 """``dataset=events``: your own impression log as CTR data for DIN/DIEN.
 
-One table (CSV, or Parquet when ``pyarrow`` is installed), one row per impression; the config maps
-its columns: ``user``, ``item``, ``label`` (clicked: 0 or 1, or true/false, yes/no, t/f, y/n),
-``timestamp`` (epoch numbers, or ISO date-times — one kind per column), optionally ``category`` (an
-attribute of the item: the first value seen per item is used) and ``extra`` categorical columns
-(context: device, slot, hour...). Values the protocol cannot use — a label other than 0/1, a NaN or
-infinite time, a date-time among epoch numbers — are refused with the file, line and column.
+One table, one row per impression: a CSV file, a Parquet file, or a folder of Parquet shards (any
+depth; ``key=value`` folders such as ``date=2024-01-07/`` are hive partitions whose keys become
+columns), read with pyarrow — typed, multi-threaded, only the mapped columns, in record batches
+(:mod:`ctrbench.datasets.arrow_tables`). The config maps its columns: ``user``, ``item``, ``label``
+(clicked: 0 or 1, or true/false, yes/no, t/f, y/n), ``timestamp`` (epoch numbers, or ISO date-times /
+Parquet timestamps — one kind per column), optionally ``category`` (an attribute of the item: the
+first value seen per item is used) and ``extra`` categorical columns (context: device, slot, hour...).
+``filter`` — ``[[column, op, value], ...]``, all of which must hold — is pushed down to the reader:
+shards of excluded partitions are never opened and Parquet row groups whose statistics exclude them
+are skipped. Values the protocol cannot use — a label other than 0/1, a NaN or infinite time, a
+date-time among epoch numbers — are refused with the file, line (CSV) or row (Parquet: the shard's
+own row number) and column. Every step is vectorized: ids are dictionary-encoded (integer ids through
+a presence table over their range) into dense ids 1..n in sorted raw-key order; rows are ordered by
+(user, time) with one packed sort; history ends come from cumulative sums. The raw id behind every
+embedding row is kept in ``DatasetSplits.vocabularies`` (row 0 = "", an integer id 12 → "12", as in
+a CSV), so runs on two logs can be matched row by row.
+
+Cache key: a single file's sha256 (memoised by size and mtime); a folder of shards is not read
+whole for a key — each shard's path relative to the folder, size, mtime and the sha256 of its Parquet
+footer (schema, row groups and their statistics) are hashed instead, so a changed, added, removed or
+touched shard changes the key (:func:`~ctrbench.datasets.cache.parquet_footer_digests`).
+
 Each row's history is the same user's *earlier positive* events (strictly earlier timestamps,
 time order, the last ``max_len``), as in the papers' behaviour sequences; rows with fewer than
 ``min_history`` earlier positives are dropped and counted (``min_history=0`` keeps them).
 
 Splits: ``split=time`` — the last ``test_frac`` of the events in time order are test, the
-``val_frac`` before them validation (histories may reach back into training time, as in
+``val_frac`` before them validation; or named boundaries: rows at/after ``test_from`` are test, rows
+in [``val_from``, ``test_from``) validation (without ``val_from``: the latest ``val_frac`` of the rows
+before ``test_from``), earlier rows training — dates (``2024-01-07``) or date-times for a date-time
+column, epoch numbers for a numeric one (histories may reach back into training time, as in
 production); ``split=user`` — users are partitioned (``test_frac`` to test, ``val_frac`` of the
 rest to validation). ``user_feature=true`` adds the user id as a feature (``uid``; users without
 training rows map to 0). ``aux_negatives`` adds DIEN's auxiliary-loss negatives (∝ popularity

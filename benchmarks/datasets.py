@@ -206,6 +206,7 @@ def main() -> None:
     args = p.parse_args()
     sizes = [int(n) for n in args.rows] + ([100_000_000] if args.huge else [])
     work = Path(args.work or tempfile.mkdtemp(prefix="ctrbench-datasets-"))
+    work.mkdir(parents=True, exist_ok=True)
     opts = json.dumps({**MAPPING, "extra": ["slot"]})
     lines = [
         "| build | rows | seconds | M rows/s | peak RSS (GB) | of which build (s) |",

@@ -124,10 +124,12 @@ def _clean(out_dir: Path) -> None:
     (out_dir / PREDICTIONS_NAME).unlink(missing_ok=True)
 
 
-def _fingerprint(cfg: DictConfig, data: DatasetSplits, out_dir: Path) -> dict[str, Any]:
+def _fingerprint(
+    cfg: DictConfig, data: DatasetSplits, out_dir: Path, source: warm_start.Source | None = None
+) -> dict[str, Any]:
     """Data, code and device; and the run a warm start begins from (another start is another run)."""
     current = fingerprint(data, _plugin_specs(cfg), _on_gpu(cfg))
-    source = warm_start.source(cfg.get("init_from"), out_dir)
+    source = source or warm_start.source(cfg.get("init_from"), out_dir)
     if source is not None:
         current["init_from"] = source.fingerprint()
     return current
@@ -416,9 +418,9 @@ def run(
     progress: dict[str, Any] = {}
     try:
         on_gpu = _on_gpu(cfg)
-        record["fingerprint"] = _fingerprint(cfg, load_data(cfg), out_dir)
-        record["provenance"] = provenance(on_gpu)
         source = warm_start.source(cfg.get("init_from"), out_dir)
+        record["fingerprint"] = _fingerprint(cfg, load_data(cfg), out_dir, source)
+        record["provenance"] = provenance(on_gpu)
         if source is not None:
             record["init_from"] = source.summary()
         resume_from = None

@@ -224,9 +224,8 @@ def main() -> None:
                 shutil.rmtree(cache, ignore_errors=True)
                 lines.append(row(name, n, child(CHILD_EVENTS, [str(source), str(cache), opts], work)))
                 print(lines[-1], flush=True)
-                lines.append(
-                    row(f"{name}, cached", n, child(CHILD_EVENTS, [str(source), str(cache), opts], work))
-                )
+                hit = child(CHILD_EVENTS, [str(source), str(cache), opts], work)
+                lines.append(row(f"{name}, cached", n, hit | {"build": None}))
                 print(lines[-1], flush=True)
             if n == 1_000_000 and args.old and Path(args.old).is_dir():
                 cache = work / f"cache-{n}-old"

@@ -81,13 +81,12 @@ from ctrbench.datasets.sequences import (
     behaviour_schema,
     group_by_user,
     history_ends,
-    make_split,
     sequence_columns,
     split_stats,
     split_users,
     uid_feature,
 )
-from ctrbench.schema import DatasetSplits, Sequences
+from ctrbench.schema import DatasetSplits, Sequences, Split
 
 SPLIT_MODES = ("time", "user")
 FORMATS = ("auto", "csv", "parquet")
@@ -514,13 +513,15 @@ class EventsDataset:
         name = Path(source.name).name
         rng = np.random.default_rng(c.seed)
         events = self.read(source)
-        user, item, label, time = events.ids[c.user], events.ids[c.item], events.label, events.time
+        # popped from ``events`` so that each array is freed as soon as the build is done with it
+        user, item, label, time = events.ids.pop(c.user), events.ids.pop(c.item), events.label, events.time
+        events.label = events.time = np.zeros(0)
         n_items = len(events.keys[c.item])
         vocabularies = {"item": _vocabulary(events.keys[c.item])}
         item_cat: np.ndarray | None = None
         n_cats, several = 0, 0
         if c.category:
-            cat = events.ids[c.category]
+            cat = events.ids.pop(c.category)
             n_cats = len(events.keys[c.category])
             first = np.full(n_items + 1, len(item), dtype=np.int64)  # first event of every item
             np.minimum.at(first, item, np.arange(len(item), dtype=np.int64))
@@ -528,12 +529,15 @@ class EventsDataset:
             several = int(np.count_nonzero(item_cat[item] != cat))
             vocabularies["cat"] = _vocabulary(events.keys[c.category])
             del cat
-        extra = {x: (events.ids[x], len(events.keys[x])) for x in c.extra}
+        extra = {x: (events.ids.pop(x), len(events.keys[x])) for x in c.extra}
         vocabularies |= {x: _vocabulary(events.keys[x]) for x in c.extra}
 
         seqs = group_by_user(user, time)
+        del user
+        seqs.position = seqs.position[:0]  # not needed here
         o = seqs.order
         s_item, s_label, owner = item[o], label[o], seqs.owner
+        del label
         offsets, end = history_ends(seqs, time[o], s_label > 0)
         hist_item = s_item[s_label > 0]
         if not len(hist_item):
@@ -548,8 +552,10 @@ class EventsDataset:
         columns: dict[str, np.ndarray] = {"user": owner + 1, "item": s_item, "label": s_label}
         if item_cat is not None:
             columns["cat"] = item_cat[s_item]
-        for x, (ids, _) in extra.items():
-            columns[x] = ids[o]
+        for x in list(extra):
+            ids, n = extra[x]
+            columns[x], extra[x] = ids[o], (np.zeros(0, dtype=np.int64), n)
+            del ids
         uid_vocab = 0
         if c.user_feature:
             columns["uid"] = uid_feature(owner + 1, np.where(keep, part, -1))
@@ -563,9 +569,10 @@ class EventsDataset:
             extra={x: n + 1 for x, (_, n) in extra.items()},
             aux_negatives=c.aux_negatives,
         )
-        splits = [
-            make_split(columns, owner, end, np.flatnonzero(keep & (part == p))) for p in (TRAIN, VAL, TEST)
-        ]
+        del s_item, s_label
+        splits = _gather_splits(
+            columns, owner, end, [np.flatnonzero(keep & (part == p)) for p in (TRAIN, VAL, TEST)]
+        )
         for split_name, split in zip(("train", "test"), (splits[0], splits[2]), strict=True):
             if not len(split):
                 raise DatasetError(
@@ -653,6 +660,26 @@ class EventsDataset:
             f"dataset.{option}={text!r} is a number but column {c.timestamp!r} holds date-times: give a date "
             "(2024-01-07) or a date-time (2024-01-07T12:00:00)"
         )
+
+
+def _gather_splits(
+    columns: dict[str, np.ndarray], seq: np.ndarray, end: np.ndarray, rows: list[np.ndarray]
+) -> list[Split]:
+    """:func:`make_split` for several row sets, one column at a time: each column is gathered once
+    for all splits (the splits are contiguous slices of it) and the full column is dropped before
+    the next, so the peak holds the row-level columns plus one gathered column, not two copies."""
+    everything = np.concatenate(rows)
+    bounds = np.cumsum([0, *(len(r) for r in rows)])
+    out: list[dict[str, np.ndarray]] = [{} for _ in rows]
+    for name in list(columns):
+        gathered = np.take(columns.pop(name), everything)
+        for k, part in enumerate(out):
+            part[name] = gathered[bounds[k] : bounds[k + 1]]
+    seq, end = np.take(seq, everything).astype(np.int64), np.take(end, everything).astype(np.int64)
+    return [
+        Split(columns=part, seq=seq[bounds[k] : bounds[k + 1]], end=end[bounds[k] : bounds[k + 1]])
+        for k, part in enumerate(out)
+    ]
 
 
 def latest(time: np.ndarray, k: int) -> np.ndarray:

@@ -297,3 +297,15 @@ def test_latest_rows_match_a_stable_rank() -> None:
     rank[np.argsort(time, kind="stable")] = np.arange(1000)
     for k in (0, 1, 99, 500, 999, 1000):
         np.testing.assert_array_equal(latest(time, k), rank >= 1000 - k)
+
+
+def test_date_times_with_zone_offsets_are_read_as_utc(tmp_path) -> None:
+    rows = "".join(
+        f"u{i % 3},i{i % 5},{i % 2},2024-01-0{1 + i % 5}T10:00:0{i % 10}+01:00\n" for i in range(40)
+    )
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,label,timestamp\n" + rows)
+    config = EventsDataset.Config(root=str(path), cache_dir=str(tmp_path / "c"), min_history=0)
+    config.test_from = "2024-01-05T09:00"  # = 10:00+01:00, the last day's first second
+    data = EventsDataset(config).load()
+    assert (len(data.train) + len(data.val), len(data.test)) == (32, 8)

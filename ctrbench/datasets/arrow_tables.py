@@ -98,7 +98,9 @@ class TableSource:
     def _unreadable(self, exc: Exception) -> DatasetError:
         if not self.parquet:
             path = self.files[0]
-            if path.stat().st_size == 0 or not path.read_bytes()[:4096].strip():
+            with open(path, "rb") as f:
+                start = f.read(4096)
+            if not start.strip():
                 return DatasetError(f"{path} is empty (expected a header line naming the columns)")
             bad = _first_malformed_line(path, self.sep)
             if bad is not None:

@@ -292,7 +292,8 @@ class EventsReader:
         return values, kind
 
     def _parse_times(self, column: pa.Array, at: Callable[[int], str]) -> tuple[np.ndarray, str]:
-        for target, kind in ((pa.int64(), NUMBER), (pa.float64(), NUMBER), (pa.timestamp("ns"), DATETIME)):
+        targets = (pa.int64(), NUMBER), (pa.float64(), NUMBER), (pa.timestamp("ns"), DATETIME)
+        for target, kind in (*targets, (pa.timestamp("ns", "UTC"), DATETIME)):  # last: with zone offsets
             try:
                 parsed = pc.cast(pc.utf8_trim_whitespace(column), target)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -1,4 +1,5 @@
-"""The ``ctrbench`` command: a Hydra app plus the subcommands ``plugins`` and ``report``.
+"""The ``ctrbench`` command: a Hydra app plus the subcommands ``plugins``, ``report`` and ``compare``,
+and ``--version``.
 
 ``ctrbench [overrides]`` / ``ctrbench -m ...`` behave as any Hydra app (``--cfg``, ``--help``,
 ``hydra.*``). Before Hydra composes, every installed plugin is registered as a config option and
@@ -252,8 +253,18 @@ def _task(cfg) -> float | None:
     return float("nan") if value is None else float(value)
 
 
+def version_line() -> str:
+    """``ctrbench <version>``: the installed distribution's version (``0.0.0`` in an uninstalled tree)."""
+    from ctrbench import __version__
+
+    return f"ctrbench {__version__}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("--version", "-V"):  # before Hydra, which would read it as an override
+        print(version_line())
+        return 0
     if args and args[0] in SUBCOMMANDS:
         try:
             return SUBCOMMANDS[args[0]](args[1:])

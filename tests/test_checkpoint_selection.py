@@ -129,7 +129,7 @@ def test_a_checkpoint_cut_short_fails_the_job_and_resume_reruns_it(
     monkeypatch.setattr(pl.Trainer, "save_checkpoint", disk_full)
     record = job.run(cfg, tmp_path)
     assert record["status"] == "failed"
-    assert record["error"].startswith("CheckpointError: checkpoint of epoch 0 not written")
+    assert record["error"].startswith("CheckpointError: checkpoint of epoch 1 not written")
     assert "No space left on device" in record["error"] and "\n" not in record["error"]
     assert not list((tmp_path / "checkpoints").iterdir())  # neither best.ckpt nor the temporary file
 

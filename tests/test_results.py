@@ -397,9 +397,9 @@ def test_curve_series_mean_std_per_epoch_and_png(tmp_path: Path) -> None:
     assert std.tolist() == pytest.approx([np.std([0.70, 0.72], ddof=1)] * 3)
     png = plot_curves(records, tmp_path / "curves.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    assert (
-        plot_curves([_curve_record("none", 1, 0, [0.7])], tmp_path / "one.png") is None
-    )  # one epoch: no plot
+    one = plot_curves([_curve_record("none", 1, 0, [0.7])], tmp_path / "one.png")
+    assert one is not None and one.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one epoch: points
+    assert plot_curves([_curve_record("none", 1, 0, [])], tmp_path / "none.png") is None  # no history
 
 
 def test_curves_put_dien_target_and_auxiliary_loss_on_one_panel(tmp_path: Path) -> None:

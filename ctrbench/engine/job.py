@@ -40,6 +40,7 @@ from ctrbench.engine.interrupt import JobInterrupted
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.placement import placement
+from ctrbench.engine.progress import EpochProgressBar
 from ctrbench.engine.provenance import data_fingerprint, fingerprint, provenance
 from ctrbench.engine.resume import finished_record, resumable
 from ctrbench.engine.selection import (
@@ -64,6 +65,9 @@ log = logging.getLogger("ctrbench")
 # Lightning's start-up banners (accelerator summary, tips) drown the one table a run prints.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+# Lightning's hint, twice per job wherever Slurm's client is installed, that a job is not under srun:
+# jobs run under srun when their launcher (hydra/launcher=slurm) or the user starts them so
+warnings.filterwarnings("ignore", message=".*The `srun` command is available on your system.*")
 METRICS = ("auc", "gauc", "logloss")
 _DATA_CACHE: dict[str, DatasetSplits] = {}
 
@@ -97,6 +101,20 @@ def build_task(cfg: DictConfig, data: DatasetSplits) -> tuple[CTRTask, list[torc
     model = registry.build("model", cfg.model.name, _options(cfg.model), schema=schema, activation=activation)
     sparse_tables = make_sparse(model, optim)
     return CTRTask(model, schema, regularizer, optim, _options(cfg.loss_weights)), sparse_tables
+
+
+LOG_EVERY_N_STEPS = 50  # Lightning's default, lowered to the number of training batches when fewer
+
+
+def log_every_n_steps(n_rows: int, batch_size: int, limit_train_batches: Any = None) -> int:
+    """``min(50, training batches per epoch)`` (at least 1): Lightning warns in every job whose epoch
+    has fewer batches than its logging interval, which a tiny dataset always has."""
+    batches = -(-n_rows // max(batch_size, 1))
+    if isinstance(limit_train_batches, int) and not isinstance(limit_train_batches, bool):
+        batches = min(batches, limit_train_batches)
+    elif isinstance(limit_train_batches, float):
+        batches = int(batches * limit_train_batches)
+    return max(1, min(LOG_EVERY_N_STEPS, batches))
 
 
 def _on_gpu(cfg: DictConfig) -> bool:
@@ -174,6 +192,10 @@ def train(
         if progress is not None:
             progress["init_from"] = started_from
     trainer_args = _options(cfg.trainer)
+    if trainer_args.get("log_every_n_steps") is None:  # not set by the user
+        trainer_args["log_every_n_steps"] = log_every_n_steps(
+            len(data.train), cfg.batch_size, trainer_args.get("limit_train_batches")
+        )
     on_gpu = _on_gpu(cfg)
     dm = CTRDataModule(data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, pin_memory=on_gpu)
 
@@ -187,7 +209,7 @@ def train(
     if checkpoint is not None:
         callbacks.append(checkpoint)
     if trainer_args.get("enable_progress_bar", True):
-        callbacks.append(pl.callbacks.RichProgressBar(leave=True))
+        callbacks.append(EpochProgressBar(leave=True))
     pruning = trial_pruning(cfg)  # a job of an Optuna sweep: per-epoch reports to its trial, may stop early
     if pruning is not None:
         callbacks.append(pruning)
@@ -237,7 +259,7 @@ def train(
         log.warning("validation %s undefined in every epoch: the last epoch is reported and kept", SELECT)
     predictions = out_dir / PREDICTIONS_NAME
     if predictions.is_file() and predictions_epoch(predictions) != int(val_best["epoch"]):
-        raise CheckpointError(f"{predictions} does not hold the reported epoch {val_best['epoch']}")
+        raise CheckpointError(f"{predictions} does not hold the reported epoch {int(val_best['epoch']) + 1}")
     if checkpoint is not None:
         verify_checkpoint(checkpoint.path, int(val_best["epoch"]))
         checkpoint.last.unlink(missing_ok=True)  # finished: best.ckpt is the run's model
@@ -441,11 +463,12 @@ def run(
         pruned = (record.get("optuna") or {}).get("pruned_epoch") is not None
         record["status"] = "pruned" if pruned else "ok"  # pruned: stopped early by its Optuna trial
         log.info(
-            "done: test AUC %.4f, GAUC %.4f, logloss %.4f (epoch %d, selected by %s), %.0f samples/s",
+            "done: test AUC %.4f, GAUC %.4f, logloss %.4f (epoch %d of %d, selected by %s), %.0f samples/s",
             record["test_auc"],
             record["test_gauc"],
             record["test_logloss"],
-            record["best_epoch"],
+            record["best_epoch"] + 1,  # records count epochs from 0, people from 1
+            len(record["epochs"]),
             "the best validation GAUC" if record["selected_by"] == SELECT else "being the last",
             record["samples_per_s"] or 0.0,
         )

@@ -68,5 +68,5 @@ def resumable(out_dir: Path, cfg: DictConfig, current: dict[str, Any]) -> Path |
     except CheckpointError as exc:
         log.info("not resuming from %s: %s", last, error_line(exc))
         return None
-    log.info("resuming %s from %s (after epoch %d)", out_dir, last, epoch)
+    log.info("resuming %s from %s (after epoch %d)", out_dir, last, epoch + 1)
     return last

@@ -99,7 +99,9 @@ class SelectedCheckpoint(pl.Callback):
                 os.replace(tmp, self.last)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise CheckpointError(f"checkpoint of epoch {epoch} not written to {self.last}: {exc}") from None
+            raise CheckpointError(
+                f"checkpoint of epoch {epoch + 1} not written to {self.last}: {exc}"
+            ) from None
 
     def _publish(self, epoch: int) -> None:
         """``best.ckpt`` becomes the file ``last.ckpt`` now is (atomically)."""
@@ -113,7 +115,9 @@ class SelectedCheckpoint(pl.Callback):
             os.replace(tmp, self.path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise CheckpointError(f"checkpoint of epoch {epoch} not written to {self.path}: {exc}") from None
+            raise CheckpointError(
+                f"checkpoint of epoch {epoch + 1} not written to {self.path}: {exc}"
+            ) from None
         self.epoch = epoch
 
 
@@ -145,7 +149,9 @@ def verify_checkpoint(path: Path, epoch: int | None = None) -> int:
     if not isinstance(stored, int):
         raise CheckpointError(f"checkpoint {path} names no epoch")
     if epoch is not None and stored != epoch:
-        raise CheckpointError(f"checkpoint {path} holds epoch {stored}, but epoch {epoch} is reported")
+        raise CheckpointError(
+            f"checkpoint {path} holds epoch {stored + 1}, but epoch {epoch + 1} is reported"
+        )
     return stored
 
 
@@ -192,7 +198,7 @@ def write_predictions(path: Path, epoch: int, outputs: dict[str, tuple[np.ndarra
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"predictions of epoch {epoch} not written to {path}: {exc}") from None
+        raise CheckpointError(f"predictions of epoch {epoch + 1} not written to {path}: {exc}") from None
 
 
 def read_predictions(path: Path) -> dict[str, np.ndarray]:

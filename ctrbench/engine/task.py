@@ -125,7 +125,7 @@ class CTRTask(pl.LightningModule):
             terms["penalty"] = penalty
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"loss became {loss.item()} at epoch {self.current_epoch} step {batch_idx}"
+                f"loss became {loss.item()} at epoch {self.current_epoch + 1} step {batch_idx + 1}"
             )
         if weight is not None:
             # DDP averages the ranks' gradients: with W · n_r / n per rank that mean is the gradient

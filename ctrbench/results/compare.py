@@ -23,7 +23,7 @@ from ctrbench.results.html_report import command_line, write_report
 from ctrbench.results.paper import TABLES, layout, paper_key
 from ctrbench.results.record import read_results
 from ctrbench.results.summary import SummaryRow, summarize
-from ctrbench.results.tables import render_notes, rich_table, write_tables
+from ctrbench.results.tables import print_written, render_notes, rich_table, write_tables
 
 __all__ = ["compare", "default_out", "source_names"]
 
@@ -130,5 +130,5 @@ def compare(
     console.print(rich_table(rows, title=f"ctrbench compare: {a} vs {b}", paper=laid_out))
     for note in notes:
         console.print(Text(note, style="yellow"))
-    console.print(Text(f"wrote {', '.join(str(p) for p in paths.values())}", style="dim"))
+    print_written(console, paths.values())
     return rows, paths

@@ -48,28 +48,30 @@ def plot_curves(
 ) -> Path | None:
     """Write a PNG with one panel per metric (metrics no run has are left out), plus DIEN Fig. 2's
     panel — the target and the auxiliary loss over epochs on one plot — when runs have an
-    auxiliary loss; None (nothing written) when no run has 2+ epochs."""
+    auxiliary loss; None (nothing written) when no run has an epoch history. Epochs count from 1 on
+    the x axis (records store them from 0); when every run has one epoch, each value is a point."""
     series = {m: curve_series(records, m) for m in metrics}
     series = {m: s for m, s in series.items() if s}
     aux = curve_series(records, "train_aux")
     if aux:
         series[AUX_PANEL] = {}
     metrics = list(series)
-    if not any(len(x[0]) > 1 for s in series.values() for x in s.values()):
+    if not series:
         return None
+    ms = 3 if any(len(x[0]) > 1 for s in series.values() for x in s.values()) else 7  # one epoch: points
     plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         if metric == AUX_PANEL:
             target = curve_series(records, "train_ctr_loss")
             for label, (epochs, mean, _) in aux.items():
-                (line,) = ax.plot(epochs, mean, "--", marker="o", ms=3, label=f"{label} aux")
+                (line,) = ax.plot(epochs, mean, "--", marker="o", ms=ms, label=f"{label} aux")
                 if label in target:
                     ax.plot(
                         *target[label][:2],
                         "-",
                         marker="o",
-                        ms=3,
+                        ms=ms,
                         color=line.get_color(),
                         label=f"{label} target",
                     )
@@ -80,7 +82,7 @@ def plot_curves(
             ax.legend(fontsize=7)
             continue
         for label, (epochs, mean, std) in series[metric].items():
-            (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=label)
+            (line,) = ax.plot(epochs, mean, marker="o", ms=ms, label=label)
             ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
         ax.set_xlabel("epoch")
         ax.set_title(metric.replace("_", " "))

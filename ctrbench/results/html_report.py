@@ -342,7 +342,7 @@ def _paper_table(paper: PaperLayout) -> str:
         paper_auc = _fmt(line.paper_auc) if math.isfinite(line.paper_auc) else _MISSING
         cells = [
             _e(line.label or _MISSING),
-            _e(line.dataset or _MISSING),
+            _e(line.where or _MISSING),
             _e(row.model),
             f'<span data-sort="{ours_sort}">{_e(ours)}</span>',
             paper_auc,
@@ -360,7 +360,8 @@ def _paper_table(paper: PaperLayout) -> str:
     ths = "".join(f'<th data-col="{_e(c)}">{_e(h)}</th>' for c, h in zip(cols, head, strict=True))
     return (
         f"<p>{_e(paper.caption)}</p>"
-        f'<div class="scroll"><table id="paper" class="sortable"><thead><tr>{ths}</tr></thead>'
+        + (f"<p>{_e(paper.note)}</p>" if paper.note else "")
+        + f'<div class="scroll"><table id="paper" class="sortable"><thead><tr>{ths}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
     )
 
@@ -462,7 +463,7 @@ def _images(images: Mapping[str, Any] | None, folder: Path) -> str:
             f'<figure id="fig-{_e(name)}"><figcaption>{_e(title)}</figcaption>'
             f'<img alt="{_e(title)}" src="data:image/png;base64,{data}"></figure>'
         )
-    return "".join(parts) or "<p class=muted>No charts (one epoch, or no base row).</p>"
+    return "".join(parts) or "<p class=muted>No charts (no epoch history, or no base row).</p>"
 
 
 def write_report(

@@ -2,9 +2,10 @@
 
 A preset in ``conf/experiment/`` sets ``paper: <table id>`` (a key of :data:`TABLES`); the summary of a
 sweep whose records carry that key (``config.paper``) lists its rows in the paper's order, one block per
-dataset column of the paper, each row beside the paper's number. Rows of the paper that were not run
-are shown with the paper's number and no result of ours; rows we ran that the paper does not have
-come last.
+dataset column of the paper, each row beside the paper's number. The rows that ran come first: the
+paper's datasets we ran on, then our data that is none of the paper's (e.g. ``dataset=synthetic``
+under a DIEN preset; headed "ran on synthetic"), then rows the paper does not have; the paper's
+datasets nothing ran on follow, each row with the paper's number and no result of ours.
 
 Which of our metrics a paper's "AUC" is: DIN reports the user-weighted AUC of its eq. (10) under the
 name AUC (§6.3: "for simplicity, we still refer it as AUC"), i.e. our GAUC; DIEN reports the plain AUC.
@@ -279,15 +280,34 @@ class PaperRow:
     summary: SummaryRow
     label: str = ""  # the paper's row label; "" for a row the paper does not have
     dataset: str = ""  # the paper's dataset column; "" when our data is none of the paper's
+    data: str = ""  # our data's name when it is none of the paper's
     paper_auc: float = NAN
     paper_relaimpr: float = NAN
     run: bool = True
+
+    @property
+    def where(self) -> str:
+        """The data the line is shown under: the paper's dataset, ``ran on <our data>``, or ""."""
+        return self.dataset or (f"ran on {self.data}" if self.data else "")
 
 
 @dataclass
 class PaperLayout:
     table: PaperTable
     rows: list[PaperRow]
+
+    @property
+    def note(self) -> str | None:
+        """Where the rows that ran on none of the paper's datasets are (None when there are none)."""
+        ours = list(dict.fromkeys(line.data for line in self.rows if line.data))
+        if not ours:
+            return None
+        idle = list(dict.fromkeys(line.dataset for line in self.rows if not line.run and line.dataset))
+        text = (
+            f"The rows that ran used {', '.join(ours)}, none of the paper's datasets: they come first, "
+            "without the paper's numbers"
+        )
+        return text + (f"; the paper's rows on {', '.join(idle)} follow, not run." if idle else ".")
 
     @property
     def caption(self) -> str:
@@ -351,7 +371,8 @@ def layout(
             r.relaimpr = rela_impr(r.auc_mean, ref.auc_mean) if ref is not None else NAN
             r.relaimpr_gauc = rela_impr(r.gauc_mean, ref.gauc_mean) if ref is not None else NAN
 
-    out: list[PaperRow] = []
+    ran: list[PaperRow] = []  # the paper's datasets we ran on
+    idle: list[PaperRow] = []  # the paper's datasets nothing ran on: after every row that ran
     for i, column in enumerate(table.datasets):
         for matched in [m for c, m in data.values() if c == i] or [[]]:
             for spec in table.rows:
@@ -362,10 +383,20 @@ def layout(
                     "paper_relaimpr": spec.relaimpr[i] if i < len(spec.relaimpr) else NAN,
                 }
                 runs = [r for r, s in matched if s is spec]
-                out += [PaperRow(r, **paper) for r in runs] or [
-                    PaperRow(_placeholder(spec), run=False, **paper)
-                ]
-    others = [m for c, m in data.values() if c is None]  # our data that is none of the paper's
-    out += [PaperRow(r, label=spec.label) for m in others for spec in table.rows for r, s in m if s is spec]
-    out += [PaperRow(r) for _, m in data.values() for r, s in m if s is None]  # rows the paper lacks
-    return PaperLayout(table, out)
+                (ran if matched else idle).extend(
+                    [PaperRow(r, **paper) for r in runs] or [PaperRow(_placeholder(spec), run=False, **paper)]
+                )
+    others = [  # our data that is none of the paper's, in the paper's row order, under its name
+        PaperRow(r, label=spec.label, data=_data_name(r))
+        for c, m in data.values()
+        if c is None
+        for spec in table.rows
+        for r, s in m
+        if s is spec
+    ]
+    extras = [PaperRow(r) for _, m in data.values() for r, s in m if s is None]  # rows the paper lacks
+    return PaperLayout(table, ran + others + extras + idle)
+
+
+def _data_name(row: SummaryRow) -> str:
+    return row.dataset or "other data"

@@ -43,11 +43,19 @@ def to_json(value: Any) -> Any:
     return str(value)  # paths, enums and other leaves
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_result(job_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
     """Write ``record`` to ``job_dir/result.json`` atomically; returns the file's path.
 
     The JSON goes to a temporary file in the same folder, which ``os.replace`` then renames:
-    a reader (or a Ctrl-C) sees the old file or the complete new one, never half a file.
+    a reader (or a Ctrl-C) sees the old file or the complete new one, never half a file. The file
+    gets the mode any new file gets (``0666`` less the umask), not the temporary file's private ``0600``.
     """
     folder = Path(job_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,6 +63,7 @@ def write_result(job_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> 
     text = json.dumps(to_json(record), indent=2, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".result.", suffix=".json.tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
             fh.flush()

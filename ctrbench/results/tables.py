@@ -7,7 +7,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,7 @@ def _paper_cells(line: PaperRow, sep: str = " ± ", missing: str = "—") -> lis
     cells = _cells(line.summary, sep, missing)
     cells[4] = strip_row_override(cells[4])  # the paper row names the preset's row
     auc = f"{line.paper_auc:.4f}" if _finite(line.paper_auc) else missing
-    return [line.label or missing, line.dataset or missing, *cells, auc, _pct(line.paper_relaimpr, missing)]
+    return [line.label or missing, line.where or missing, *cells, auc, _pct(line.paper_relaimpr, missing)]
 
 
 def _md_cell(text: str) -> str:
@@ -201,7 +201,8 @@ def _paper_markdown(paper: PaperLayout, notes: Sequence[str] = ()) -> str:
     align = ["---"] * 7 + ["---:"] * (len(HEADERS) - 6) + ["---"] + ["---:"] * 2
     lines = ["| " + " | ".join(PAPER_HEADERS) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in _paper_cells(line)) + " |" for line in paper.rows]
-    return "\n".join(lines) + "\n\n" + _md_cell(paper.caption) + "\n" + _md_notes(notes)
+    caption = _md_cell(paper.caption) + (f"\n\n{_md_cell(paper.note)}" if paper.note else "")
+    return "\n".join(lines) + "\n\n" + caption + "\n" + _md_notes(notes)
 
 
 def tex_escape(text: str) -> str:
@@ -226,7 +227,7 @@ def _latex(rows: Sequence[SummaryRow], notes: Sequence[str] = ()) -> str:
 
 def _paper_latex(paper: PaperLayout, notes: Sequence[str] = ()) -> str:
     lines = [
-        "% " + paper.caption,
+        "% " + paper.caption + (f"\n% {paper.note}" if paper.note else ""),
         r"\begin{tabular}{lllllll" + "r" * (len(HEADERS) - 6) + "lrr}",
         r"\toprule",
         " & ".join(tex_escape(h) for h in PAPER_HEADERS) + r" \\",
@@ -472,6 +473,13 @@ def _natural_key(text: str) -> list[Any]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text)]
 
 
+def print_written(console: Console, paths: Iterable[str | os.PathLike[str]]) -> None:
+    """``wrote:`` and one absolute path a line, never folded by rich (whole, to copy, at any width)."""
+    console.print(Text("wrote:", style="dim"))
+    for path in paths:
+        console.print(Text(f"  {Path(path).resolve()}", style="dim"), soft_wrap=True)
+
+
 def render(
     root: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -539,14 +547,17 @@ def render(
     paths["html"] = write_report(
         root, records, rows, notes, paths["md"].with_name("report.html"), laid_out, paths, base_model
     )
-    title = f"ctrbench summary: {root}" + (f"\n{laid_out.table.title}" if laid_out else "")
+    # paths are absolute wherever they are printed (a single run's folder is, a sweep's is not)
+    title = f"ctrbench summary: {Path(root).resolve()}" + (f"\n{laid_out.table.title}" if laid_out else "")
     console.print(rich_table(rows, title=title, paper=laid_out))
     paired = paired_table(rows)
     if paired is not None:
         console.print(paired)
     if laid_out is not None:
         console.print(Text(laid_out.caption, style="dim"))
+        if laid_out.note:
+            console.print(Text(laid_out.note, style="yellow"))
     for note in notes:
         console.print(Text(note, style="yellow"))
-    console.print(Text(f"wrote {', '.join(str(p) for p in paths.values())}", style="dim"))
+    print_written(console, paths.values())
     return rows

@@ -1,12 +1,19 @@
 """Every ``ctrbench`` command line shown in README.md and docs/ parses against the current code and configs.
 
 A command is a line of a ```` ```bash ```` block (``\\`` continuations joined, trailing ``# comments``
-stripped) whose first word, after ``VAR=value`` assignments, is ``ctrbench``. Placeholders follow one
-explicit rule each (:data:`PLACEHOLDER_RULES`); a command that still cannot be checked is skipped with its
-reason (``pytest -rs`` lists them). Hydra command lines go through what ``ctrbench`` checks before Hydra
-starts (plugin names, trainer options, launcher requirements) and then through Hydra's compose API with the
-Hydra config included; under ``-m`` every sweep override contributes its first value. Subcommands go
-through their own argument parser.
+stripped) whose first word, after ``VAR=value`` assignments and a ``srun``/``torchrun ... -m`` in front,
+is ``ctrbench``. Placeholders follow one explicit rule each: ``<…>`` and ``$VAR`` are filled in
+(:data:`PLACEHOLDER_RULES`), a bare ``...`` and a trailing ``&`` are dropped (:data:`DROPPED_TOKENS`).
+
+Not checked here, on purpose: lines of other programs (``python -m ctrbench.figures``/``.export``,
+``python benchmarks/...``, ``pip``, ``ray``, ``scripts/local-slurm``), and commands in prose or in
+```` ```text ```` blocks (e.g. the error output of ``ctrbench model=nope``). With the rules above no
+``ctrbench`` line of a ```` ```bash ```` block needs skipping.
+
+Hydra command lines go through what ``ctrbench`` checks before Hydra starts (plugin names, trainer
+options, launcher requirements) and then through Hydra's compose API with the Hydra config included;
+under ``-m`` every sweep override contributes its first value. Subcommands go through their own
+argument parser.
 """
 
 from __future__ import annotations

@@ -192,3 +192,13 @@ def test_paper_preset_on_other_data_shows_the_rows_that_ran_first(tmp_path: Path
     assert "The rows that ran used synthetic, none of the paper's datasets" in md
     printed = out.getvalue()
     assert printed.index("ran on synthetic") < printed.index("not run")
+
+
+# ---------------------------------------------------------------- CHANGELOG
+
+
+def test_changelog_has_unreleased_then_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    headings = re.findall(r"^## \[([^\]]+)\]", (ROOT / "CHANGELOG.md").read_text(), flags=re.M)
+    assert headings[:2] == ["Unreleased", version("ctrbench")]

@@ -114,9 +114,11 @@ def one_epoch_sweep(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path
 
 
 def test_one_epoch_sweep_prints_no_logging_interval_warning(one_epoch_sweep) -> None:
-    proc, _ = one_epoch_sweep
+    proc, sweep = one_epoch_sweep
     assert "smaller than the logging interval" not in proc.stderr + proc.stdout
     assert "The `srun` command is available" not in proc.stderr + proc.stdout
+    record = json.loads((sweep / "0" / "result.json").read_text())
+    assert record["config"]["trainer"]["log_every_n_steps"] == 50  # as before: old records still resume
 
 
 def test_one_epoch_sweep_writes_curves(one_epoch_sweep) -> None:

@@ -103,12 +103,14 @@ def build_task(cfg: DictConfig, data: DatasetSplits) -> tuple[CTRTask, list[torc
     return CTRTask(model, schema, regularizer, optim, _options(cfg.loss_weights)), sparse_tables
 
 
-LOG_EVERY_N_STEPS = 50  # Lightning's default, lowered to the number of training batches when fewer
+LOG_EVERY_N_STEPS = 50  # the default (Lightning's and conf/trainer), lowered to an epoch's batches when fewer
 
 
 def log_every_n_steps(n_rows: int, batch_size: int, limit_train_batches: Any = None) -> int:
-    """``min(50, training batches per epoch)`` (at least 1): Lightning warns in every job whose epoch
-    has fewer batches than its logging interval, which a tiny dataset always has."""
+    """``min(50, training batches per epoch)`` (at least 1), the logging interval of a job left at the
+    default: Lightning warns in every job whose epoch has fewer batches than its interval, which a
+    tiny dataset always has. A config keeps the default's 50 (the resolved config is part of what
+    resume compares); another value the user sets is used as given."""
     batches = -(-n_rows // max(batch_size, 1))
     if isinstance(limit_train_batches, int) and not isinstance(limit_train_batches, bool):
         batches = min(batches, limit_train_batches)
@@ -192,7 +194,7 @@ def train(
         if progress is not None:
             progress["init_from"] = started_from
     trainer_args = _options(cfg.trainer)
-    if trainer_args.get("log_every_n_steps") is None:  # not set by the user
+    if trainer_args.get("log_every_n_steps") in (None, LOG_EVERY_N_STEPS):  # the default: fit it to the data
         trainer_args["log_every_n_steps"] = log_every_n_steps(
             len(data.train), cfg.batch_size, trainer_args.get("limit_train_batches")
         )

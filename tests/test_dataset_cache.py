@@ -311,3 +311,12 @@ def test_vocabularies_are_stored_with_the_arrays_and_mapped_back_as_strings(tmp_
         assert isinstance(data.vocabularies["item"], np.memmap)
         assert data.vocabularies["item"].tolist() == ["", "a17", "b2"]
         assert data.vocabularies["user"].tolist() == ["0", "31", "4"]
+
+
+def test_the_cache_folder_is_printed_whole_at_80_columns() -> None:
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    folder = Path("/tmp") / ("deep-folder-" * 8) / "synthetic" / "952b4c5327515c1d752ad65f"
+    print_stats("synthetic statistics", {"n_users": 50, "n_rows": {"train": 10}}, console, folder)
+    lines = console.export_text().splitlines()
+    assert f"synthetic statistics, cached in {folder}" in lines
+    assert "n_users" in lines[1] or "n_users" in "".join(lines[1:])

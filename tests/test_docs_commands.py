@@ -128,8 +128,12 @@ def doc_commands() -> list[Command]:
 
 
 COMMANDS = doc_commands()
-HYDRA = [c for c in COMMANDS if not c.args or c.args[0] not in ("plugins", "report", "compare")]
+VERSION_FLAGS = ("--version", "-V")  # answered by the CLI before Hydra
+HYDRA = [
+    c for c in COMMANDS if not c.args or c.args[0] not in ("plugins", "report", "compare", *VERSION_FLAGS)
+]
 SUBCOMMAND = [c for c in COMMANDS if c.args and c.args[0] in ("plugins", "report", "compare")]
+VERSION = [c for c in COMMANDS if c.args and c.args[0] in VERSION_FLAGS]
 
 
 # --- the rules themselves -----------------------------------------------------------------------------
@@ -292,6 +296,15 @@ def test_hydra_command_composes(command: Command, compose_with_hydra) -> None:
         assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", (
             f"{command.where}: hydra.sweeper.params.{key} searches a key the config does not have"
         )
+
+
+@pytest.mark.parametrize("command", VERSION, ids=[c.id for c in VERSION])
+def test_version_command_prints_the_version(command: Command, capsys) -> None:
+    from ctrbench import __version__, cli
+
+    assert command.args == [command.args[0]], f"{command.where}: --version takes nothing after it"
+    assert cli.main(command.args) == 0
+    assert capsys.readouterr().out.strip() == f"ctrbench {__version__}"
 
 
 # --- subcommands ------------------------------------------------------------------------------------------

@@ -286,9 +286,15 @@ def _load(folder: Path) -> CachedData:
     return CachedData(data, {k: get(v) for k, v in manifest["extras"].items()})
 
 
-def print_stats(title: str, stats: dict[str, Any], console: Console | None = None) -> None:
-    """The statistics as a rich table (nested dicts such as rows per split become one line each)."""
-    table = Table(title=title, show_header=False, title_justify="left")
+def print_stats(
+    title: str, stats: dict[str, Any], console: Console | None = None, folder: Path | None = None
+) -> None:
+    """The statistics as a rich table (nested dicts such as rows per split become one line each); the
+    cache ``folder`` on a line of its own, never folded (a path split across lines cannot be copied)."""
+    console = console or Console(stderr=True)
+    if folder is not None:
+        console.print(f"{title}, cached in {folder}", soft_wrap=True)
+    table = Table(title=None if folder is not None else title, show_header=False, title_justify="left")
     table.add_column("statistic", style="bold")
     table.add_column("value")
     for key, value in stats.items():
@@ -299,7 +305,7 @@ def print_stats(title: str, stats: dict[str, Any], console: Console | None = Non
         else:
             text = str(value)
         table.add_row(key, text or "-")
-    (console or Console(stderr=True)).print(table)
+    console.print(table)
 
 
 @contextlib.contextmanager
@@ -453,7 +459,7 @@ class ArrayCache:
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        print_stats(f"{self.dataset} statistics (cached in {folder})", built.data.info, self.console)
+        print_stats(f"{self.dataset} statistics", built.data.info, self.console, folder)
         return json.loads((folder / STATS).read_text())
 
     def _unshared(self, built: CachedData, exc: OSError) -> CachedData:

@@ -62,7 +62,7 @@ class TrialPruning(pl.Callback):
             self.pruned_epoch = epoch
             trainer.should_stop = True
             shown = f"{value:.4f}" if isinstance(value, float) and math.isfinite(value) else str(value)
-            log.info("pruned by Optuna after epoch %d (%s %s)", epoch, self.metric, shown)
+            log.info("pruned by Optuna after epoch %d (%s %s)", epoch + 1, self.metric, shown)  # shown from 1
 
     def summary(self) -> dict[str, Any]:
         """What the job's ``result.json`` records under ``optuna``."""

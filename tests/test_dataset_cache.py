@@ -320,3 +320,13 @@ def test_the_cache_folder_is_printed_whole_at_80_columns() -> None:
     lines = console.export_text().splitlines()
     assert f"synthetic statistics, cached in {folder}" in lines
     assert "n_users" in lines[1] or "n_users" in "".join(lines[1:])
+
+
+def test_statistics_are_shown_rounded() -> None:
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    stats = {"n_rows": {"train": 14614, "val": 1830}, "pos_rate": {"train": 0.3039551079273224}}
+    stats["auc"] = 0.87521
+    print_stats("toy statistics", stats, console)
+    text = console.export_text()
+    assert "train=14,614, val=1,830" in text and "train=0.3040" in text and "0.8752" in text
+    assert "0.30395510" not in text

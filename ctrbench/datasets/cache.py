@@ -286,6 +286,17 @@ def _load(folder: Path) -> CachedData:
     return CachedData(data, {k: get(v) for k, v in manifest["extras"].items()})
 
 
+def _shown(value: Any) -> str:
+    """A statistic as a person reads it: 14,614 rows, a rate of 0.3040 (stats.json keeps full precision)."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+    return str(value)
+
+
 def print_stats(
     title: str, stats: dict[str, Any], console: Console | None = None, folder: Path | None = None
 ) -> None:
@@ -299,11 +310,9 @@ def print_stats(
     table.add_column("value")
     for key, value in stats.items():
         if isinstance(value, dict):
-            text = ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}" for k, v in value.items())
-        elif isinstance(value, int):
-            text = f"{value:,}"
+            text = ", ".join(f"{k}={_shown(v)}" for k, v in value.items())
         else:
-            text = str(value)
+            text = _shown(value)
         table.add_row(key, text or "-")
     console.print(table)
 

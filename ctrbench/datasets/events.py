@@ -304,14 +304,8 @@ class EventsReader:
         texts = [str(v).strip() for v in column.to_pylist()]
         kinds = [_time_kind(t) for t in texts]
         first_kind = self.first_time[0] if self.first_time is not None else kinds[0]
-        for i, (text, kind) in enumerate(zip(texts, kinds, strict=True)):
-            if kind is None:
-                raise DatasetError(
-                    f"{at(i)}: column {self.c.timestamp!r} has {text!r}, neither a number nor an ISO "
-                    f"date-time (allowed: {TIMES})"
-                )
-            if kind != first_kind:
-                self._mixed(column, at)
+        if any(kind is None or kind != first_kind for kind in kinds):
+            self._mixed(column, at)  # raises at the first row that is neither, or of the other kind
         if first_kind == NUMBER:
             return np.array(texts, dtype=np.float64), NUMBER
         return np.array(texts, dtype="datetime64[ns]").astype(np.int64), DATETIME

@@ -330,3 +330,13 @@ def test_statistics_are_shown_rounded() -> None:
     text = console.export_text()
     assert "train=14,614, val=1,830" in text and "train=0.3040" in text and "0.8752" in text
     assert "0.30395510" not in text
+
+
+def test_a_cache_hit_names_its_folder_on_one_line_at_80_columns(tmp_path: Path) -> None:
+    root = tmp_path / ("deep-folder-" * 8)
+    cache = ArrayCache("toy", version=1, cache_dir=str(root))
+    cache.load_or_build([], {"n": 1}, toy)
+    cache.console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    hit = cache.load_or_build([], {"n": 1}, lambda: pytest.fail("a hit must not build"))
+    lines = cache.console.export_text().splitlines()
+    assert f"toy: arrays loaded from cache {hit.data.info['cache']}" in lines

@@ -409,7 +409,9 @@ class ArrayCache:
             return cached
 
         def waiting() -> None:
-            self.console.print(f"[dim]{self.dataset}: waiting for another process building {folder}[/dim]")
+            self.console.print(
+                f"[dim]{self.dataset}: waiting for another process building {folder}[/dim]", soft_wrap=True
+            )
 
         built: CachedData | None = None
         stage = "lock"
@@ -441,7 +443,7 @@ class ArrayCache:
         except (OSError, ValueError, KeyError, TypeError):
             shutil.rmtree(folder, ignore_errors=True)  # damaged by hand: rebuild
             return None
-        self.console.print(f"[dim]{self.dataset}: arrays loaded from cache {folder}[/dim]")
+        self.console.print(f"[dim]{self.dataset}: arrays loaded from cache {folder}[/dim]", soft_wrap=True)
         cached.data.info["cache"] = str(folder)
         cached.data.info["fingerprint"] = key  # raw files' sha256 + protocol options
         return cached

@@ -15,14 +15,14 @@ tables with ``reg=``).
 
 from __future__ import annotations
 
-from collections import ChainMap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from ctrbench.engine.schedules import SchedulerConfig
 from ctrbench.nn.embedding import EmbeddingBank
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -47,12 +47,14 @@ class OptimConfig:
     sparse: Any = "auto"  # auto | true | false
     sparse_min_rows: int = 100_000
     fused: bool = True  # torch's fused (one kernel over all parameters) step for the dense part
+    scheduler: Any = None  # optim.scheduler (ctrbench.engine.schedules): none | step | exponential
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optim.name={self.name!r} is invalid: choose one of {', '.join(OPTIMIZERS)}")
         if not (self.sparse == "auto" or isinstance(self.sparse, bool)):
             raise ValueError(f"optim.sparse={self.sparse!r} is invalid: choose auto, true or false")
+        self.scheduler = SchedulerConfig.parse(self.scheduler)
 
 
 def make_sparse(model: nn.Module, config: OptimConfig) -> list[nn.Embedding]:
@@ -72,6 +74,35 @@ def make_sparse(model: nn.Module, config: OptimConfig) -> list[nn.Embedding]:
     for table in tables:
         table.sparse = True
     return tables
+
+
+class _SplitState(MutableMapping):
+    """The inner optimizers' states as one mapping; a parameter's entry lives in the part that owns
+    it (a lookup of a parameter with no state yet creates it there, as torch's defaultdict does)."""
+
+    def __init__(self, parts: list[torch.optim.Optimizer]) -> None:
+        self.parts = parts
+
+    def _owner(self, key: Any) -> torch.optim.Optimizer:
+        for part in self.parts:
+            if key in part.state or any(p is key for g in part.param_groups for p in g["params"]):
+                return part
+        raise KeyError(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._owner(key).state[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._owner(key).state[key] = value
+
+    def __delitem__(self, key: Any) -> None:
+        del self._owner(key).state[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return (key for part in self.parts for key in list(part.state))
+
+    def __len__(self) -> int:
+        return sum(len(part.state) for part in self.parts)
 
 
 class SplitOptimizer(torch.optim.Optimizer):
@@ -99,8 +130,8 @@ class SplitOptimizer(torch.optim.Optimizer):
         return [g for p in self.parts for g in p.param_groups]
 
     @property
-    def state(self) -> ChainMap:  # type: ignore[override]
-        return ChainMap(*(p.state for p in self.parts))
+    def state(self) -> _SplitState:  # type: ignore[override]
+        return _SplitState(self.parts)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"parts": self.parts}

@@ -23,6 +23,7 @@ from torch import nn
 
 from ctrbench.engine.distributed import ROW, WEIGHT, all_sum, gather, same_everywhere, strip, unique_rows
 from ctrbench.engine.optim import OptimConfig, build_optimizer
+from ctrbench.engine.schedules import lightning_scheduler
 from ctrbench.metrics import evaluate
 from ctrbench.schema import Schema
 
@@ -221,5 +222,10 @@ class CTRTask(pl.LightningModule):
         self.train_samples = int(state.get("train_samples", 0))
         self.eval_seconds = float(state.get("eval_seconds", 0.0))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.model, self.optim)
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, object]:
+        """The optimizer, with its ``optim.scheduler`` when one is set (stepped per step or epoch)."""
+        optimizer = build_optimizer(self.model, self.optim)
+        scheduler = lightning_scheduler(optimizer, self.optim.scheduler)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -115,3 +115,17 @@ def test_bad_values_are_one_line(node: dict, message: str) -> None:
 def test_scheduler_default_is_none() -> None:
     assert OptimConfig().scheduler == SchedulerConfig()
     assert SplitOptimizer  # the combined optimizer the schedule runs over (checked above)
+
+
+def test_official_presets(compose_cfg, tmp_path: Path) -> None:
+    """din/train.py: SGD 1.0, 0.1 from step 336000, clipping at global norm 5; dien script/train.py:
+    Adam 0.001, constant (its halving is commented out)."""
+    din = compose_cfg(["+experiment=din_table3", "+optim_preset=din_official"])
+    optim = OptimConfig(**job._options(din.optim))
+    assert (optim.name, optim.lr) == ("sgd", 1.0)
+    assert optim.scheduler == SchedulerConfig("step", "step", [336000], 0.1)
+    assert (din.trainer.gradient_clip_val, din.trainer.gradient_clip_algorithm) == (5, "norm")
+    dien = compose_cfg(["+experiment=dien_table2", "+optim_preset=dien_official"])
+    assert OptimConfig(**job._options(dien.optim)) == OptimConfig(name="adam", lr=0.001)
+    record = job.run(compose_cfg([*TINY, "model=base", "+optim_preset=din_official"]), tmp_path)
+    assert record["status"] == "ok", record.get("error")

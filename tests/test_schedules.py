@@ -129,3 +129,25 @@ def test_official_presets(compose_cfg, tmp_path: Path) -> None:
     assert OptimConfig(**job._options(dien.optim)) == OptimConfig(name="adam", lr=0.001)
     record = job.run(compose_cfg([*TINY, "model=base", "+optim_preset=din_official"]), tmp_path)
     assert record["status"] == "ok", record.get("error")
+
+
+def test_the_rate_is_logged_per_step_recorded_per_epoch_and_drawn(compose_cfg, tmp_path: Path) -> None:
+    """LearningRateMonitor writes every step's rate to the logger; the history holds the rate of each
+    epoch's last step; curves.png gets an lr panel."""
+    sched = ["optim.scheduler.name=exponential", "optim.scheduler.gamma=0.5", "trainer.max_epochs=3"]
+    tiny = [a for a in TINY if a != "logger=none"]
+    limits = [f"+trainer.limit_train_batches={BATCHES}", "trainer.log_every_n_steps=1"]
+    cfg = compose_cfg([*tiny, "logger=csv", "model=lr", *sched, *limits])
+    record = job.run(cfg, tmp_path)
+    assert record["status"] == "ok", record.get("error")
+    assert [e["lr"] for e in record["epochs"]] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    header, *rows = [line.split(",") for line in metrics.read_text().splitlines()]
+    col = header.index("lr_schedule")
+    logged = [float(r[col]) for r in rows if r[col]]
+    assert logged == pytest.approx([1e-3] * 4 + [5e-4] * 4 + [2.5e-4] * 4)
+    from ctrbench.results.curves import curve_series, plot_curves
+
+    assert curve_series([record], "lr")
+    assert plot_curves([record], tmp_path / "curves.png") is not None
+    assert not curve_series([dict(record, epochs=[{"epoch": 0, "train_loss": 1.0}])], "lr")

@@ -23,6 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from ctrbench import registry
 from ctrbench.engine import interrupt, warm_start
@@ -219,10 +220,13 @@ def train(
     trainer_args["enable_checkpointing"] = False
     # the data module splits every global batch across the ranks itself (RankBatches)
     trainer_args["use_distributed_sampler"] = False
+    logger = make_logger(_options(cfg.logger), out_dir) if writer else False
+    if logger and task.optim.scheduler.active:  # the rate of every step, in the loggers
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
     trainer = pl.Trainer(
         **trainer_args,
         callbacks=callbacks,
-        logger=make_logger(_options(cfg.logger), out_dir) if writer else False,
+        logger=logger,
         default_root_dir=str(out_dir),
     )
     refused = launcher_refusal(trainer, cfg.trainer.get("strategy")) or sparse_refusal(

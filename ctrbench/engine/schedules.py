@@ -47,6 +47,11 @@ class SchedulerConfig:
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, int | float) or self.gamma <= 0:
             raise ValueError(f"optim.scheduler.gamma={self.gamma!r} is invalid: a number above 0")
 
+    @property
+    def active(self) -> bool:
+        """Whether the rate changes during training (any schedule but ``none``)."""
+        return SCHEDULERS[self.name] is not None
+
     @classmethod
     def parse(cls, node: Any) -> SchedulerConfig:
         """From the config node (a mapping, or a bare name); unknown keys are named."""
@@ -80,4 +85,9 @@ def lightning_scheduler(optimizer: torch.optim.Optimizer, config: SchedulerConfi
     build = SCHEDULERS[config.name]
     if build is None:
         return None
-    return {"scheduler": build(optimizer, config), "interval": config.interval, "frequency": 1, "name": "lr"}
+    return {
+        "scheduler": build(optimizer, config),
+        "interval": config.interval,
+        "frequency": 1,
+        "name": "lr_schedule",
+    }

@@ -66,6 +66,7 @@ class CTRTask(pl.LightningModule):
         # overridden by the config's loss_weights
         self.loss_weights = {**getattr(model, "loss_weights", {}), **dict(loss_weights or {})}
         self.history: list[dict[str, float]] = []
+        self._step_lr: float | None = None
         # this epoch's evaluation outputs per split: (label, logit, group, row), ordered by row (the
         # row's index in its split), gathered from every rank
         self.epoch_outputs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -106,6 +107,8 @@ class CTRTask(pl.LightningModule):
         self._t0 = now
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        if self.optim.scheduler.active:  # the rate this step uses (the history's lr)
+            self._step_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"])
         weight = batch.get(WEIGHT)  # this rank's share of the global batch (several processes only)
         batch = strip(batch)
         if self._encode is not None:
@@ -175,6 +178,8 @@ class CTRTask(pl.LightningModule):
         if self.trainer.sanity_checking:
             return
         record: dict[str, float] = {"epoch": self.current_epoch}
+        if self.optim.scheduler.active and self._step_lr is not None:
+            record["lr"] = self._step_lr  # the rate of the epoch's last training step
         world = self.trainer.world_size
         names = sorted(self._sums)  # the same terms on every rank
         # epoch means over every rank: train_loss, train_ctr_loss, train_aux, ... (the ranks' weighted

@@ -17,7 +17,7 @@ import numpy as np
 from ctrbench.results.plotting import pyplot
 from ctrbench.results.summary import group_records, row_labels, summary_row
 
-CURVE_METRICS = ("train_loss", "val_logloss", "val_auc", "val_gauc", "test_auc")
+CURVE_METRICS = ("train_loss", "val_logloss", "val_auc", "val_gauc", "test_auc", "lr")  # lr: with a schedule
 AUX_PANEL = "target and auxiliary loss"  # DIEN Fig. 2: train_ctr_loss (solid) and train_aux (dashed)
 
 

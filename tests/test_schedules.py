@@ -151,3 +151,11 @@ def test_the_rate_is_logged_per_step_recorded_per_epoch_and_drawn(compose_cfg, t
     assert curve_series([record], "lr")
     assert plot_curves([record], tmp_path / "curves.png") is not None
     assert not curve_series([dict(record, epochs=[{"epoch": 0, "train_loss": 1.0}])], "lr")
+
+
+def test_the_combined_optimizer_checkpoints_its_sparse_state(compose_cfg, tmp_path: Path) -> None:
+    """Each parameter's optimizer state stays in the part that owns it, so the checkpoint saves and
+    a run resumes from it (also without a schedule)."""
+    cfg = compose_cfg([*TINY, *SPARSE])
+    _fit(cfg, tmp_path / "a", 1, ckpt_out=tmp_path / "a.ckpt")
+    assert _rates(_fit(cfg, tmp_path / "b", 2, ckpt_in=tmp_path / "a.ckpt")) == pytest.approx([0.5] * 4)

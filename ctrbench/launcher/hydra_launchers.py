@@ -10,34 +10,25 @@ imported only here, when their launcher plugin is present, and Ray's own runtime
 from __future__ import annotations
 
 import importlib
-import importlib.util
+
+from ctrbench.launcher.checks import requirement_problem
 
 __all__ = ["LAUNCHERS", "RAY_TARGET", "SLURM_TARGET", "register", "register_all"]
 
 RAY_TARGET = "hydra_plugins.ctrbench.RayLauncher"
 SLURM_TARGET = "hydra_plugins.ctrbench.SlurmLauncher"
-# target -> (module.Class of ctrbench's launcher, modules that must be importable)
-LAUNCHERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    RAY_TARGET: ("ctrbench.launcher.ray_launcher.RayLauncher", ("hydra_plugins.hydra_ray_launcher", "ray")),
-    SLURM_TARGET: (
-        "ctrbench.launcher.slurm_launcher.SlurmLauncher",
-        ("hydra_plugins.hydra_submitit_launcher", "submitit"),
-    ),
+# target -> (module.Class of ctrbench's launcher, the hydra/launcher option whose packages it needs)
+LAUNCHERS: dict[str, tuple[str, str]] = {
+    RAY_TARGET: ("ctrbench.launcher.ray_launcher.RayLauncher", "ray_gpus"),
+    SLURM_TARGET: ("ctrbench.launcher.slurm_launcher.SlurmLauncher", "slurm"),
 }
-
-
-def _installed(modules: tuple[str, ...]) -> bool:
-    try:
-        return all(importlib.util.find_spec(module) is not None for module in modules)
-    except (ImportError, ValueError):  # a missing parent package
-        return False
 
 
 def register(target: str) -> bool:
     """Enter the launcher class of ``target`` in Hydra's registry (idempotent); False when its packages
     are not installed."""
-    path, needs = LAUNCHERS[target]
-    if not _installed(needs):
+    path, option = LAUNCHERS[target]
+    if requirement_problem("hydra/launcher", option) is not None:  # the check the command line runs
         return False
     from hydra.core.plugins import Plugins
 

@@ -111,6 +111,15 @@ class MeanModel(nn.Module):
 
 
 @pytest.fixture
+def raw_file(tmp_path: Path) -> Path:
+    """A one-line raw file for dataset-cache tests (its sha256 is part of the cache key)."""
+    path = tmp_path / "raw" / "ratings.txt"
+    path.parent.mkdir()
+    path.write_text("1 2 3\n")
+    return path
+
+
+@pytest.fixture
 def fake_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A distribution 'fakeplugin' with a working model 'mean' and a model 'kaput' that fails to import."""
     root = make_dist(

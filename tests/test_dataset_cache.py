@@ -48,14 +48,6 @@ class Builds:
         return toy(self.value)
 
 
-@pytest.fixture
-def raw_file(tmp_path: Path) -> Path:
-    path = tmp_path / "raw" / "ratings.txt"
-    path.parent.mkdir()
-    path.write_text("1 2 3\n")
-    return path
-
-
 def test_hit_loads_without_building_and_keeps_everything(tmp_path, raw_file) -> None:
     cache = ArrayCache("toy", 1, str(tmp_path / "c"))
     build = Builds()

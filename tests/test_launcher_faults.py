@@ -252,6 +252,13 @@ def _holder(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
+def _claim_and_release(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """A holder that claims a slot and exits at once (empty stdin): its exit code and what it printed."""
+    return subprocess.run(
+        [sys.executable, "-c", HOLDER_SCRIPT], env=env, input="", capture_output=True, text=True, timeout=60
+    )
+
+
 def _end(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -432,14 +439,7 @@ def test_sweeps_with_different_tmpdirs_share_the_slots(tmp_path: Path, fake_gpu:
         assert first.stdout is not None
         word, pid, path = first.stdout.readline().split()
         assert word == "held"
-        second = subprocess.run(
-            [sys.executable, "-c", HOLDER_SCRIPT],
-            env=_env(CTRBENCH_GPUS=fake_gpu, TMPDIR=str(tmp_path / "b")),
-            input="",
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = _claim_and_release(_env(CTRBENCH_GPUS=fake_gpu, TMPDIR=str(tmp_path / "b")))
         assert second.returncode == 3, second.stdout + second.stderr  # it saw the first one's claim
         assert second.stdout.startswith("NoFreeSlot") and f"pid {pid} " in second.stdout  # names the holder
         assert Path(path) == gpu_slots.DEFAULT_SLOT_DIR / f"gpu{fake_gpu}.lock"
@@ -447,14 +447,7 @@ def test_sweeps_with_different_tmpdirs_share_the_slots(tmp_path: Path, fake_gpu:
         assert stat.S_IMODE(os.stat(gpu_slots.DEFAULT_SLOT_DIR).st_mode) & 0o1777 == 0o1777
     finally:
         _end(first)
-    again = subprocess.run(
-        [sys.executable, "-c", HOLDER_SCRIPT],
-        env=_env(CTRBENCH_GPUS=fake_gpu, TMPDIR=str(tmp_path / "b")),
-        input="",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    again = _claim_and_release(_env(CTRBENCH_GPUS=fake_gpu, TMPDIR=str(tmp_path / "b")))
     assert again.returncode == 0 and again.stdout.startswith("held "), again.stdout + again.stderr
     # the slot folder follows neither $TMPDIR nor tempfile, only the explicit override
     assert gpu_slots.slot_dir({"TMPDIR": str(tmp_path)}) == gpu_slots.DEFAULT_SLOT_DIR

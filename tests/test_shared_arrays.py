@@ -75,14 +75,6 @@ def toy(n_rows: int = 6, n_users: int = 3, seq_len: int = 5) -> CachedData:
     return CachedData(DatasetSplits(schema, split, split, split, sequences=sequences, info={"rows": n_rows}))
 
 
-@pytest.fixture
-def raw_file(tmp_path: Path) -> Path:
-    path = tmp_path / "raw" / "ratings.txt"
-    path.parent.mkdir()
-    path.write_text("1 2 3\n")
-    return path
-
-
 def assert_mapped(arrays: dict[str, np.ndarray], folder: Path) -> None:
     for name, array in arrays.items():
         assert isinstance(array, np.memmap), name

@@ -57,6 +57,7 @@ from ctrbench.engine.selection import (
     verify_checkpoint,
 )
 from ctrbench.engine.task import CTRTask
+from ctrbench.engine.threads import apply_threads
 from ctrbench.results import write_result
 from ctrbench.results.record import error_line
 from ctrbench.schema import DatasetSplits
@@ -203,6 +204,9 @@ def train(
     dm = CTRDataModule(data, cfg.batch_size, cfg.eval_batch_size, seed=cfg.seed, pin_memory=on_gpu)
 
     callbacks: list[pl.Callback] = [SameStart(resume_from)]
+    governor = apply_threads(cfg.get("threads", "auto"))
+    if governor is not None:
+        callbacks.append(governor)
     ckpt_dir = out_dir / "checkpoints"
     if resume_from is None and writer:
         _clean(out_dir)

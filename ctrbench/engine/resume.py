@@ -26,9 +26,21 @@ from ctrbench.results.record import error_line, read_result, to_json
 log = logging.getLogger("ctrbench")
 
 
+# config keys that say how a run is executed, not what it computes: a record made with another value
+# (or before the key existed) still stands
+EXECUTION_KEYS = ("threads",)
+
+
+def _defining(config: Any) -> Any:
+    """A record's resolved config without :data:`EXECUTION_KEYS`."""
+    if not isinstance(config, dict):
+        return config
+    return {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
+
+
 def _same_run(previous: dict[str, Any], cfg: DictConfig, current: dict[str, Any]) -> str:
     """Why ``previous`` was not produced by this config and fingerprint ("" when it was)."""
-    if previous.get("config") != to_json(OmegaConf.to_container(cfg, resolve=True)):
+    if _defining(previous.get("config")) != _defining(to_json(OmegaConf.to_container(cfg, resolve=True))):
         return "the config differs"
     return "; ".join(differences(previous.get("fingerprint"), current))
 

@@ -64,8 +64,8 @@ class AIGRUConfig(GRUAttentionConfig):
 class AGRUConfig(GRUAttentionConfig):
     """Adds the choice of time loop for the attentional GRU."""
 
-    # time loop of the evolving GRU: native (compiled kernel; eager where unavailable) | eager |
-    # script | compile (same results up to rounding)
+    # time loop of the evolving GRU: native (the C kernel on the CPU, graph on CUDA, eager where neither
+    # can run) | eager | script | compile | graph (the whole loop compiled once) — same results up to rounding
     loop: str = "native"
 
 

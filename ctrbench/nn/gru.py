@@ -13,7 +13,8 @@ one thread (~5 ms on two inside a DIEN training step), the eager loop below 22�
 ``torch.nn.GRU`` 21–26 ms (2-core machine). The eager, scripted and compiled Python loops stay
 selectable (``loop=``) and are the fallback where the kernel cannot run (no C compiler, float64). On
 CUDA the extractor GRU and AIGRU run in ``torch.nn.GRU`` (one cuDNN call for the whole sequence) and
-AGRU/AUGRU in :func:`graph_loop`: the unrolled loop compiled once, replayed as CUDA graphs. Iterating over ``unbind`` of a time-major projection matters in the eager loop:
+AGRU/AUGRU in :func:`graph_loop`: the unrolled loop compiled once, replayed as CUDA graphs.
+Iterating over ``unbind`` of a time-major projection matters in the eager loop:
 indexing ``gi[:, t]`` per step made the backward O(T²).
 """
 

@@ -289,6 +289,7 @@ def train(
         "train_loop_s": task.train_seconds,
         "eval_s": task.eval_seconds,
         "samples_per_s": task.train_samples / task.train_seconds if task.train_seconds else None,
+        "threads": governor.summary() if governor is not None else {"most": torch.get_num_threads()},
         "dataset_stats": data.info,
         "sparse_tables": len(sparse_tables),
         "distributed": distributed,

@@ -83,6 +83,7 @@ class ThreadGovernor(pl.Callback):
         self.samples: deque[int] = deque(maxlen=MORE_AFTER)
         self.next_look = 0.0
         self.changes = 0
+        self.fewest = most
 
     def observe(self, others: int) -> int:
         """Record one sample of the load; returns the thread count now in force."""
@@ -97,8 +98,13 @@ class ThreadGovernor(pl.Callback):
             return current
         torch.set_num_threads(target)
         self.changes += 1
+        self.fewest = min(self.fewest, target)
         log.debug("torch threads %d -> %d (%d tasks running elsewhere)", current, target, others)
         return target
+
+    def summary(self) -> dict[str, int]:
+        """For the run record: the thread count it started with, the fewest it used, how often it changed."""
+        return {"most": self.most, "fewest": self.fewest, "changes": self.changes}
 
     def look(self) -> None:
         now = self.clock()

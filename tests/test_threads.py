@@ -102,3 +102,17 @@ def test_a_run_beside_a_busy_process_drops_to_the_free_cores(
     torch.set_num_threads(2)
     record = train(compose_cfg([*TINY, "model=base", "threads=2"]), tmp_path / "fixed")
     assert record["threads"] == {"most": 2}
+
+
+def test_the_record_names_the_fixed_count_and_a_bad_value_fails_the_job(
+    compose_cfg, tmp_path, keep_threads
+) -> None:
+    from ctrbench.engine.job import run
+
+    torch.set_num_threads(2)
+    record = run(compose_cfg([*TINY, "model=lr", "threads=1"]), tmp_path / "one")
+    assert record["status"] == "ok"
+    assert record["provenance"]["threads"] == 1 and record["threads"] == {"most": 1}
+    record = run(compose_cfg([*TINY, "model=lr", "threads=two"]), tmp_path / "bad")
+    assert record["status"] == "failed"
+    assert "threads='two': expected auto or a positive number" in record["error"]

@@ -57,7 +57,7 @@ from ctrbench.engine.selection import (
     verify_checkpoint,
 )
 from ctrbench.engine.task import CTRTask
-from ctrbench.engine.threads import apply_threads
+from ctrbench.engine.threads import apply_threads, thread_setting
 from ctrbench.results import write_result
 from ctrbench.results.record import error_line
 from ctrbench.schema import DatasetSplits
@@ -451,6 +451,9 @@ def run(
     progress: dict[str, Any] = {}
     try:
         on_gpu = _on_gpu(cfg)
+        fixed = thread_setting(cfg.get("threads", "auto"))  # a bad value is the job's one-line error
+        if fixed is not None:
+            torch.set_num_threads(fixed)  # before the provenance records the count
         source = warm_start.source(cfg.get("init_from"), out_dir)
         record["fingerprint"] = _fingerprint(cfg, load_data(cfg), out_dir, source)
         record["provenance"] = provenance(on_gpu)

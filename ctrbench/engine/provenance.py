@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 
 from ctrbench import registry
@@ -85,7 +84,7 @@ def code_versions(plugins: Iterable[registry.PluginSpec]) -> dict[str, str]:
             continue
         out[spec.dist] = _versioned(spec.version, spec.value.split(":")[0].split(".")[0])
     out["torch"] = torch.__version__
-    out["pytorch-lightning"] = pl.__version__
+    out["pytorch-lightning"] = lightning_version()
     return dict(sorted(out.items()))
 
 
@@ -183,6 +182,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def lightning_version() -> str:
+    """Lightning's version, imported here only: a sweep's own process (which launches the jobs and
+    writes the summaries) never trains, and importing Lightning costs it ~2 s."""
+    import pytorch_lightning as pl
+
+    return pl.__version__
+
+
 def provenance(on_gpu: bool) -> dict[str, Any]:
     """How to reproduce the run: versions, git state, machine, threads, the command line."""
     return {
@@ -190,7 +197,7 @@ def provenance(on_gpu: bool) -> dict[str, Any]:
         "git": git_state(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "pytorch-lightning": pl.__version__,
+        "pytorch-lightning": lightning_version(),
         "numpy": np.__version__,
         "device": device_name(on_gpu),
         "cpu": cpu_model(),

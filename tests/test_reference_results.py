@@ -38,7 +38,7 @@ def test_every_reference_record_is_evidence(path: Path) -> None:
     assert record["config"]["paper"] == path.parts[-4]
     assert record["provenance"]["command"].startswith("ctrbench -m +experiment=")
     assert record["provenance"]["git"]["dirty"] is False
-    assert 0.5 < record["test_auc"] < 1.0
+    assert 0.0 <= record["test_auc"] <= 1.0  # a diverged run (the official SGD on ML-100K) is evidence too
     job = path.parent
     assert not (job / "checkpoints").exists() and not (job / "predictions.npz").exists()
 

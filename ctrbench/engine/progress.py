@@ -46,7 +46,7 @@ class EpochProgressBar(RichProgressBar):
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:  # noqa: E501
+    ) -> None:
         if self._due(batch_idx, self.total_train_batches):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
@@ -58,7 +58,7 @@ class EpochProgressBar(RichProgressBar):
         batch: Any,
         batch_idx: int,
         dataloader_idx: int = 0,
-    ) -> None:  # noqa: E501
+    ) -> None:
         if self._due(batch_idx, self.total_val_batches_current_dataloader):
             super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
 

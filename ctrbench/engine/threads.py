@@ -120,7 +120,7 @@ class ThreadGovernor(pl.Callback):
 
     def on_validation_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
-    ) -> None:  # noqa: E501
+    ) -> None:
         self.look()
 
     def on_test_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:

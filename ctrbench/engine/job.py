@@ -41,6 +41,7 @@ from ctrbench.engine.interrupt import JobInterrupted
 from ctrbench.engine.loggers import finish, make_logger
 from ctrbench.engine.optim import OptimConfig, make_sparse
 from ctrbench.engine.placement import placement
+from ctrbench.engine.precise_stats import PreciseStatistics, precise_stats_batches
 from ctrbench.engine.progress import EpochProgressBar
 from ctrbench.engine.provenance import data_fingerprint, fingerprint, provenance
 from ctrbench.engine.resume import finished_record, resumable
@@ -207,6 +208,9 @@ def train(
     governor = apply_threads(cfg.get("threads", "auto"))
     if governor is not None:
         callbacks.append(governor)
+    precise = precise_stats_batches(cfg.get("precise_stats", 0))
+    if precise:
+        callbacks.append(PreciseStatistics(precise, seed=cfg.seed))
     ckpt_dir = out_dir / "checkpoints"
     if resume_from is None and writer:
         _clean(out_dir)

@@ -324,6 +324,29 @@ def test_paper_layout_relaimpr_against_the_tables_reference_row() -> None:
     assert (filtered.paper_auc, filtered.paper_relaimpr, filtered.dataset) == (0.5983, 4.57, "Alibaba")
 
 
+def test_paired_tests_compare_with_the_tables_reference_row(tmp_path: Path) -> None:
+    """DIN Table 4's rows are all BaseModel: each would be its own base row; the paper compares every
+    line with its first, and so do the paired columns."""
+    goods = {"name": "synthetic", "n_items": 1_000_000}
+    rows = [("din_table4/no_goods", "filter", 0.60), ("din_table4/none", "none", 0.64)]
+    rows += [("din_table4/mba", "mba", 0.70)]
+    job = 0
+    for seed, shift in ((1, 0.0), (2, 0.01), (3, -0.004)):
+        for row, reg, auc in rows:
+            rec = _record(job, "base", goods, auc + shift * (auc > 0.6), row=row, reg=reg)
+            rec["config"]["paper"] = "din_table4"
+            rec["seed"], rec["overrides"] = seed, [f"row={row}", f"seed={seed}"]
+            write_result(tmp_path / str(job), rec)
+            job += 1
+    summary = render(tmp_path, console=Console(file=io.StringIO()))
+    reference = next(r for r in summary if r.is_reference)
+    assert reference.reg == "filter" and reference.auc_mean == pytest.approx(0.60)
+    none, mba = (r for r in summary if not r.is_reference)
+    assert none.against == mba.against != "" and none.n_paired == mba.n_paired == 3
+    assert mba.d_auc == pytest.approx(0.10 + (0.01 - 0.004) / 3)  # paired seed by seed with the first line
+    assert none.d_auc == pytest.approx(0.04 + (0.01 - 0.004) / 3)
+
+
 def test_no_paper_key_keeps_the_plain_summary_and_report_options(tmp_path: Path) -> None:
     recs = [_record(0, "base", ELECTRONICS, 0.86), _record(1, "din", ELECTRONICS, 0.88)]
     for rec in recs:

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctrbench.metrics import rela_impr
-from ctrbench.results.summary import SummaryRow, comparable, group_records, strip_row_override
+from ctrbench.results.summary import (
+    SummaryRow,
+    comparable,
+    group_records,
+    row_labels,
+    strip_row_override,
+    summary_row,
+)
 
 __all__ = [
     "TABLES",
@@ -222,6 +229,26 @@ def paper_key(records: Sequence[Mapping[str, Any]]) -> str | None:
         if isinstance(value, str) and value:
             return value
     return None
+
+
+def reference_label(table: PaperTable | str, records: Sequence[Mapping[str, Any]]) -> str | None:
+    """The summary label (:func:`~ctrbench.results.summary.row_labels`) of the configuration that
+    stands for the table's reference row — DIN Table 4 compares every line with its first, "without
+    goods_ids" — when the records ran on one data, of one code, and exactly one configuration is that
+    row; else None (the paired tests then keep their default reference)."""
+    table = get_table(table) if isinstance(table, str) else table
+    groups = group_records(records)
+    rows = [summary_row(members) for members in groups]
+    if len({repr(sorted(_dataset_options(m[0], r).items())) for m, r in zip(groups, rows, strict=True)}) != 1:
+        return None
+    refs = [
+        i
+        for i, (members, row) in enumerate(zip(groups, rows, strict=True))
+        if (spec := _table_row(table, row, members[0])) is not None and spec.row == table.reference
+    ]
+    if len(refs) != 1 or not all(comparable(r.provenance, rows[refs[0]].provenance) for r in rows):
+        return None
+    return row_labels(rows)[refs[0]]
 
 
 def _row_override(overrides: Any) -> str | None:

@@ -18,7 +18,7 @@ from rich.text import Text
 from ctrbench.results.bars import plot_relaimpr
 from ctrbench.results.curves import plot_curves
 from ctrbench.results.html_report import write_report
-from ctrbench.results.paper import TABLES, PaperLayout, PaperRow, layout, paper_key
+from ctrbench.results.paper import TABLES, PaperLayout, PaperRow, layout, paper_key, reference_label
 from ctrbench.results.record import read_results
 from ctrbench.results.summary import SummaryRow, duplicates, row_labels, strip_row_override, summarize
 
@@ -521,13 +521,15 @@ def render(
         records = [r for r in records if Path(r["job_dir"]).resolve() in mine]
         if not records:
             raise ValueError(f"none of this command's {len(mine)} jobs left a result.json under {root}")
+    table_id = paper_key(records) if paper is None else paper
+    if against is None and table_id in TABLES:  # the paired tests compare with the paper's reference row
+        against = reference_label(table_id, records)
     rows = summarize(records, base_model=base_model, against=against, n_boot=n_boot)
     notes = render_notes(records, rows, root, others, n_boot=n_boot)
     if not_run:  # an interrupted sweep: the command's jobs that never started
         shown = "; ".join(not_run[:10]) + (f" and {len(not_run) - 10} more" if len(not_run) > 10 else "")
         notes.append(f"Interrupted before {_plural(len(not_run), 'job', 'jobs')} started: {shown}.")
     console = console or Console(width=max(120, Console().width))
-    table_id = paper_key(records) if paper is None else paper
     laid_out = None
     if table_id and table_id != "none":
         if table_id in TABLES:

@@ -151,3 +151,28 @@ def test_a_record_says_how_to_reproduce_it(tmp_path: Path) -> None:
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0
     assert sorted(p.name for p in sweep.glob("environment*.txt")) == ["environment.txt"]  # same environment
+
+
+def test_a_checkout_is_dirty_for_code_not_for_results(tmp_path: Path) -> None:
+    """Re-running a committed reference sweep in place rewrites tracked files under results/: the
+    record still names a clean commit; a changed source file makes it dirty, with the diff's hash."""
+    import subprocess
+
+    from ctrbench.engine.provenance import checkout_state
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "reference").mkdir(parents=True)
+    (tmp_path / "results" / "reference" / "result.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = checkout_state(tmp_path)
+    assert clean is not None and len(clean["commit"]) == 40 and clean["dirty"] is False
+    (tmp_path / "results" / "reference" / "result.json").write_text('{"status": "ok"}\n')
+    assert checkout_state(tmp_path) == clean
+    (tmp_path / "code.py").write_text("x = 2\n")
+    changed = checkout_state(tmp_path)
+    assert changed["dirty"] is True and changed["diff_sha256"] and changed["commit"] == clean["commit"]

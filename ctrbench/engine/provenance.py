@@ -159,11 +159,22 @@ def git_state() -> dict[str, Any] | None:
     source = Path(next(iter(spec.submodule_search_locations))).parent
     if not (source / ".git").exists():
         return None
+    return checkout_state(source)
+
+
+# Outputs are not code: a sweep re-run in place over a committed results folder (results/reference)
+# rewrites tracked files there, and that does not make the code it ran differ from the commit.
+OUTPUTS = ":(exclude)results"
+
+
+def checkout_state(source: Path) -> dict[str, Any] | None:
+    """The commit of the checkout at ``source``, whether its tracked files differ from it (outside
+    ``results/``) and a hash of that diff; None when git cannot tell."""
     commit = _git(["rev-parse", "HEAD"], source)
     if commit is None:
         return None
-    status = _git(["status", "--porcelain", "--untracked-files=no"], source) or ""
-    diff = _git(["diff", "HEAD"], source) or ""
+    status = _git(["status", "--porcelain", "--untracked-files=no", "--", ".", OUTPUTS], source) or ""
+    diff = _git(["diff", "HEAD", "--", ".", OUTPUTS], source) or ""
     return {
         "commit": commit.strip(),
         "dirty": bool(status.strip()),

@@ -98,9 +98,8 @@ def test_dice_runs_train_alike_and_evaluate_with_recomputed_statistics(compose_c
     task_split = CTRDataModule(data, 64, 512, seed=1).splits["train"]
     saved = _dice_buffers(tmp_path / "precise" / "checkpoints" / "best.ckpt")
     assert saved
-    ps.recompute_statistics(
-        scorer.model, ps.sample_batches(task_split, 2, 512, seed=1), lambda b: scorer.model(b)
-    )
+    rows = ps.sample_rows(len(task_split), 2 * 512, seed=1)
+    ps.recompute_statistics(scorer.model, ps.sample_batches(task_split, rows, 512), lambda b: scorer.model(b))
     for name, value in scorer.model.state_dict().items():
         if name.endswith(("running_mean", "running_var")):
             torch.testing.assert_close(value, saved[f"model.{name}"], rtol=0, atol=1e-6)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import move_data_to_device
 from torch import nn
 
 from ctrbench.engine.batches import ArrayBatches, Batch
@@ -38,11 +39,14 @@ def statistics_layers(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def sample_batches(split: ArrayBatches, batches: int, batch_size: int, seed: int) -> Iterator[Batch]:
-    """``batches`` batches of a fixed random sample of the split's rows (the whole split if smaller),
-    each in row order; drawn with a generator of its own."""
-    n = len(split)
-    rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: batches * batch_size]
+def sample_rows(n: int, count: int, seed: int) -> torch.Tensor:
+    """A fixed random sample of ``count`` of ``n`` row indices (all of them if fewer), in draw order;
+    drawn with a generator of its own."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:count]
+
+
+def sample_batches(split: ArrayBatches, rows: torch.Tensor, batch_size: int) -> Iterator[Batch]:
+    """``rows`` of the split in batches of ``batch_size``, each in row order."""
     for chunk in rows.split(batch_size):
         yield split[chunk.sort().values]
 
@@ -100,19 +104,20 @@ class PreciseStatistics(pl.Callback):
 
     def __init__(self, batches: int, seed: int) -> None:
         self.batches, self.seed = batches, seed
+        self.rows: torch.Tensor | None = None  # the sample, drawn once (the same every validation)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not statistics_layers(pl_module):
+        if trainer.sanity_checking:
             return
-        datamodule = trainer.datamodule
-        split = datamodule.splits["train"]
-        sample = sample_batches(split, self.batches, datamodule.eval_batch_size, self.seed)
 
         def forward(batch: Batch) -> None:
-            pl_module(_to(batch, pl_module.device))
+            pl_module(move_data_to_device(batch, pl_module.device))
 
-        recompute_statistics(pl_module, sample, forward)
+        recompute_statistics(pl_module, self._sample(trainer.datamodule), forward)
 
-
-def _to(batch: Batch, device: torch.device) -> Batch:
-    return {k: v.to(device) for k, v in batch.items()}
+    def _sample(self, datamodule: pl.LightningDataModule) -> Iterator[Batch]:
+        """The sample's batches; drawn on first use (never for a model without statistics layers)."""
+        split, size = datamodule.splits["train"], datamodule.eval_batch_size
+        if self.rows is None:
+            self.rows = sample_rows(len(split), self.batches * size, self.seed)
+        yield from sample_batches(split, self.rows, size)
